@@ -1,0 +1,1 @@
+"""The protocol core: deterministic state machines, no I/O."""

@@ -1,0 +1,233 @@
+"""Totally ordered multicast in one shard (Derecho's ORDERED mode), as a pure state machine.
+
+Each sender numbers its messages 0, 1, 2, ... in the view; message (index i, sender rank r)
+has the global sequence number seq = i * S + r, so the order is round-robin over senders and
+needs no sequencer. Three counters per member live in the SST:
+
+- SENT: how many indexes this member has used as a sender (real messages and nulls).
+- RECEIVED: the first global seq this member has not received (every seq below it is here).
+- DELIVERED: how many seqs this member has delivered.
+
+A message is stable when every member's RECEIVED is past it, and stable messages are
+delivered in seq order, all that are ready at once (receiver-side batching). An idle sender
+raises SENT with null messages (no payload, no delivery) as soon as another sender gets
+ahead, so nobody waits for it and no timer is needed.
+
+Data and row updates travel on the same FIFO link from each sender, data first; so when a
+sender's row says SENT = k, every real message it numbered below k has already arrived and
+any index below k with no data is a null.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .actions import Deliver, Msg, SendData, ShardKey
+from .sst import SST
+
+SENT, RECEIVED, DELIVERED = 0, 1, 2
+ORDERED_COLUMNS = 3
+
+
+class ProtocolError(ValueError):
+    """A peer sent something the protocol forbids; the link to it is not trustworthy."""
+
+
+class OrderedShard:
+    def __init__(
+        self,
+        *,
+        key: ShardKey,
+        vid: int,
+        my_node: int,
+        members: list[int],
+        senders: list[int],
+        view_ranks: dict[int, int],
+        sst: SST,
+        base_column: int,
+        window: int,
+        max_inflight_bytes: int,
+    ) -> None:
+        if not senders:
+            raise ValueError(f"shard {key} has no senders")
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.key = key
+        self.vid = vid
+        self.my_node = my_node
+        self.members = members
+        self.senders = senders
+        self.num_senders = len(senders)
+        self.my_sender_rank = senders.index(my_node) if my_node in senders else -1
+        self.peers = tuple(n for n in members if n != my_node)
+        self.sst = sst
+        self.col_sent = base_column + SENT
+        self.col_received = base_column + RECEIVED
+        self.col_delivered = base_column + DELIVERED
+        self.member_rows = [view_ranks[n] for n in members]
+        self.sender_rows = [view_ranks[n] for n in senders]
+        self.window = window
+        self.max_inflight_bytes = max_inflight_bytes
+        # Undelivered messages of each sender, in index order (my own included).
+        self.queues: list[deque[Msg]] = [deque() for _ in senders]
+        # Next index each sender's data may start at (nulls may leave gaps).
+        self.data_next = [0] * self.num_senders
+        # My messages waiting for the send window.
+        self.pending: deque[Msg] = deque()
+        self.pending_bytes = 0
+        # My numbered messages not yet delivered everywhere: (index, size).
+        self.inflight: deque[tuple[int, int]] = deque()
+        self.inflight_bytes = 0
+        self.out: list[SendData | Deliver] = []
+
+    # -- events ---------------------------------------------------------------------------
+
+    def submit(self, msg: Msg) -> None:
+        if self.my_sender_rank < 0:
+            raise ValueError(f"node {self.my_node} is not a sender in shard {self.key}")
+        self.pending.append(msg)
+        self.pending_bytes += len(msg.payload)
+
+    def receive(self, sender: int, first_index: int, messages: list[Msg]) -> None:
+        """Data from a peer: its messages numbered first_index, first_index + 1, ..."""
+        try:
+            rank = self.senders.index(sender)
+        except ValueError:
+            raise ProtocolError(f"node {sender} sent data but is not a sender of shard {self.key}") from None
+        if rank == self.my_sender_rank:
+            raise ProtocolError(f"node {sender} sent data under my own sender rank")
+        if first_index < self.data_next[rank]:
+            raise ProtocolError(
+                f"node {sender} re-sent index {first_index} in shard {self.key}; expected >= {self.data_next[rank]}"
+            )
+        queue = self.queues[rank]
+        index = first_index
+        for msg in messages:
+            msg.index = index
+            queue.append(msg)
+            index += 1
+        self.data_next[rank] = index
+
+    # -- the predicates, evaluated once per batch of events --------------------------------
+
+    def flush(self) -> None:
+        """Run every rule that the events since the last flush enabled; actions go to self.out."""
+        sst = self.sst
+        rows = sst.rows
+        while True:
+            self._release_window(min(rows[r][self.col_delivered] for r in self.member_rows))
+            sent_any = self._send_pending()
+            self._send_nulls()
+            self._update_received()
+            delivered_any = self._deliver(min(rows[r][self.col_received] for r in self.member_rows))
+            if not (self.pending and (sent_any or delivered_any)):
+                return
+
+    def _release_window(self, delivered_everywhere: int) -> None:
+        inflight = self.inflight
+        num_senders, my_rank = self.num_senders, self.my_sender_rank
+        while inflight and inflight[0][0] * num_senders + my_rank < delivered_everywhere:
+            self.inflight_bytes -= inflight.popleft()[1]
+
+    def _send_pending(self) -> bool:
+        pending = self.pending
+        if not pending:
+            return False
+        sst = self.sst
+        index = sst.own[self.col_sent]
+        first_index = index
+        inflight = self.inflight
+        batch: list[Msg] = []
+        own_queue = self.queues[self.my_sender_rank]
+        window, max_bytes = self.window, self.max_inflight_bytes
+        while pending:
+            size = len(pending[0].payload)
+            if len(inflight) >= window:
+                break
+            if inflight and self.inflight_bytes + size > max_bytes:
+                break
+            msg = pending.popleft()
+            msg.index = index
+            index += 1
+            inflight.append((msg.index, size))
+            self.inflight_bytes += size
+            self.pending_bytes -= size
+            own_queue.append(msg)
+            batch.append(msg)
+        if not batch:
+            return False
+        sst.set(self.col_sent, index)
+        if self.peers:
+            self.out.append(SendData(self.key, self.peers, first_index, batch))
+        return True
+
+    def _send_nulls(self) -> None:
+        my_rank = self.my_sender_rank
+        if my_rank < 0:
+            return
+        rows = self.sst.rows
+        col = self.col_sent
+        needed = 0
+        for rank, row_index in enumerate(self.sender_rows):
+            if rank == my_rank:
+                continue
+            count = rows[row_index][col]
+            # To deliver sender r's last message (index count-1, seq (count-1)*S + r) I must have
+            # used every index of mine whose seq is smaller.
+            want = count if my_rank < rank else count - 1
+            if want > needed:
+                needed = want
+        if needed > self.sst.own[col]:
+            self.sst.set(col, needed)
+
+    def _update_received(self) -> None:
+        rows = self.sst.rows
+        col = self.col_sent
+        num_senders = self.num_senders
+        first_missing = min(rows[r][col] * num_senders + rank for rank, r in enumerate(self.sender_rows))
+        self.sst.set(self.col_received, first_missing)
+
+    def _deliver(self, stable: int) -> bool:
+        sst = self.sst
+        seq = sst.own[self.col_delivered]
+        if stable <= seq:
+            return False
+        num_senders = self.num_senders
+        queues = self.queues
+        batch: list[Msg] = []
+        while seq < stable:
+            # Jump straight to the next real message at or after seq: the queue heads hold
+            # each sender's lowest undelivered index, and anything skipped is a null.
+            best = stable
+            best_rank = -1
+            for rank, queue in enumerate(queues):
+                if queue:
+                    candidate = queue[0].index * num_senders + rank
+                    if candidate < best:
+                        best = candidate
+                        best_rank = rank
+            if best_rank < 0:
+                break
+            msg = queues[best_rank].popleft()
+            msg.seq = best
+            batch.append(msg)
+            seq = best + 1
+        sst.set(self.col_delivered, stable)
+        if batch:
+            self.out.append(Deliver(self.key, self.vid, True, batch))
+        return True
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def frontiers(self) -> dict[str, int]:
+        own = self.sst.own
+        rows = self.sst.rows
+        return {
+            "sent": own[self.col_sent],
+            "received": own[self.col_received],
+            "delivered": own[self.col_delivered],
+            "stable": min(rows[r][self.col_received] for r in self.member_rows),
+            "delivered_everywhere": min(rows[r][self.col_delivered] for r in self.member_rows),
+            "pending": len(self.pending),
+            "inflight": len(self.inflight),
+        }

@@ -1,0 +1,1 @@
+"""Deterministic simulation of many members running the real protocol core."""
