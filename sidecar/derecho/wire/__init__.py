@@ -1,0 +1,1 @@
+"""Wire formats: frames and the message types of the client and peer protocols."""

@@ -1,0 +1,50 @@
+"""Frame types and header keys of the client protocol (Unix socket) and the peer protocol (TCP).
+
+Headers use one-letter keys to keep per-frame encoding small; each is spelled out here.
+
+Client -> sidecar
+  SEND       r: [request ids], n: [payload sizes], sg, sh, x: {position: trace context}
+             (a batch; payload = the payloads back to back)
+  SUBSCRIBE  r: request id, sg, sh          deliveries of that shard follow, in order
+  VIEW       r: request id                  -> REPLY {vid, members}
+  STATUS     r: request id                  -> REPLY (the status document)
+Sidecar -> client
+  RECEIPTS   r: [request ids], v: [versions], q: [seqs]
+  DELIVER    sg, sh, v: [versions], q: [seqs], s: [sender node ids], n: [sizes], x: {pos: trace}
+  REPLY      r: request id, b: body
+  ERROR      r: request id or None, c: error code, m: message (what went wrong and what to do)
+Peer <-> peer
+  HELLO      node, group, proto             first frame both ways
+  DATA       sg, sh, i: first index, m: [msg numbers], n: [sizes], x: {pos: trace}
+  ROW        d: [column, value, ...]        a diff of the sender's SST row
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+PROTOCOL_VERSION = 1
+
+
+class T(IntEnum):
+    SEND = 1
+    SUBSCRIBE = 2
+    VIEW = 3
+    STATUS = 4
+    RECEIPTS = 10
+    DELIVER = 11
+    REPLY = 12
+    ERROR = 13
+    HELLO = 20
+    DATA = 21
+    ROW = 22
+
+
+class ErrorCode(IntEnum):
+    BAD_FRAME = 1
+    TOO_LARGE = 2
+    BAD_REQUEST = 3
+    UNKNOWN_SHARD = 4
+    SLOW_CONSUMER = 5
+    SHUTTING_DOWN = 6
+    NOT_A_SENDER = 7
