@@ -67,7 +67,9 @@ class GroupCore:
         try:
             return self.shards[key]
         except KeyError:
-            raise UnknownShardError(f"node {self.my_node} is not a member of subgroup {key[0]} shard {key[1]}") from None
+            raise UnknownShardError(
+                f"node {self.my_node} is not a member of subgroup {key[0]} shard {key[1]}"
+            ) from None
 
     # -- events -----------------------------------------------------------------------------
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .actions import ShardKey
 
 
-class DeliveryMode(str, Enum):
+class DeliveryMode(StrEnum):
     ORDERED = "ordered"
     RAW = "raw"
 

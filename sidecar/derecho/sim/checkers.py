@@ -15,7 +15,9 @@ def check_total_order(cluster: Cluster) -> None:
     for key, shard in _shards(cluster):
         if shard.mode is not DeliveryMode.ORDERED:
             continue
-        logs = {n: [(d.seq, d.sender, d.msg_no) for d in cluster.members[n].delivered.get(key, [])] for n in shard.members}
+        logs = {
+            n: [(d.seq, d.sender, d.msg_no) for d in cluster.members[n].delivered.get(key, [])] for n in shard.members
+        }
         longest = max(logs.values(), key=len)
         for node, log in logs.items():
             if log != longest[: len(log)]:
@@ -58,7 +60,8 @@ def check_liveness(cluster: Cluster) -> None:
             if got != expected:
                 missing = sorted(expected - got)[:5]
                 raise InvariantViolation(
-                    f"seed {cluster.seed}: node {node} in shard {key} is missing {len(expected - got)} messages, e.g. {missing}"
+                    f"seed {cluster.seed}: node {node} in shard {key} is missing {len(expected - got)} messages, "
+                    f"e.g. {missing}"
                 )
         if shard.mode is DeliveryMode.RAW:
             for node in shard.senders:

@@ -82,7 +82,9 @@ class Cluster:
             shard_layouts.append(ShardLayout(tuple(members), tuple(senders), sc.mode))
         self.view = View(0, tuple(nodes), (tuple(shard_layouts),))
         self.members = {
-            n: Member(n, GroupCore(my_node=n, view=self.view, window=sc.window, max_inflight_bytes=sc.max_inflight_bytes))
+            n: Member(
+                n, GroupCore(my_node=n, view=self.view, window=sc.window, max_inflight_bytes=sc.max_inflight_bytes)
+            )
             for n in nodes
         }
         self.links: dict[tuple[int, int], deque[Frame]] = {(a, b): deque() for a in nodes for b in nodes if a != b}

@@ -116,9 +116,7 @@ class FrameDecoder:
             if header_len > MAX_HEADER_SIZE or header_len == 0:
                 # Without a trustworthy header length there is no next frame to find.
                 self.broken = True
-                out.append(
-                    FrameError(f"frame header length {header_len} is outside 1..{MAX_HEADER_SIZE}", fatal=True)
-                )
+                out.append(FrameError(f"frame header length {header_len} is outside 1..{MAX_HEADER_SIZE}", fatal=True))
                 buf.clear()
                 return
             if end - pos < PREFIX_SIZE + header_len:
