@@ -1,0 +1,83 @@
+"""`derecho`: run members, a local group, the demo, and look at a member's status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .. import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="derecho")
+def cli() -> None:
+    """Derecho-style atomic multicast and replication: sidecars, local groups, status."""
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="TOML config file")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="overrides log.format")
+def sidecar(config_path: Path, log_format: str | None) -> None:
+    """Run one member (see docs/config.md for the file format)."""
+    from ..config import ConfigError, load_config
+    from ..logs import setup_logging
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"derecho sidecar: bad configuration\n{exc}", err=True)
+        sys.exit(2)
+    setup_logging(config.log.level, log_format or config.log.format, config.node_id)
+    from ..runtime.sidecar import run
+
+    try:
+        code = run(config)
+    except OSError as exc:
+        click.echo(f"derecho sidecar: cannot start member {config.node_id}: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--socket", "socket_path", required=True, type=click.Path(path_type=Path), help="member's socket")
+@click.option("--json", "as_json", is_flag=True, help="print the status document as JSON")
+def status(socket_path: Path, as_json: bool) -> None:
+    """Print a member's view and frontiers."""
+    from ..client import Client, DerechoError
+
+    async def fetch() -> dict:
+        async with await Client.connect(socket_path, timeout=3.0) as client:
+            return await client.status()
+
+    try:
+        doc = asyncio.run(fetch())
+    except DerechoError as exc:
+        click.echo(f"derecho status: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    state = "ready" if doc["ready"] else f"not ready (waiting for {doc['waiting_for']})"
+    click.echo(f"member {doc['node_id']} of group {doc['group']!r}: {state}")
+    click.echo(f"  view {doc['view']['vid']}: members {doc['view']['members']}")
+    for shard, f in doc["shards"].items():
+        fields = ", ".join(f"{k} {v}" for k, v in f.items())
+        click.echo(f"  shard {shard}: {fields}")
+    peers = ", ".join(f"{k}: {v}" for k, v in doc["peers"].items()) or "none"
+    click.echo(f"  peers: {peers}")
+    click.echo(f"  apps connected: {doc['clients']}; http: {doc['http']}; socket: {doc['socket']}")
+
+
+from .demo import demo  # noqa: E402
+from .up import up  # noqa: E402
+
+cli.add_command(up)
+cli.add_command(demo)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,60 @@
+"""`derecho up`: a local group of sidecars on 127.0.0.1, in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from ..localgroup import MAX_MEMBERS, LocalGroup, LocalGroupError
+
+
+@click.command()
+@click.option("--members", default=3, show_default=True, type=click.IntRange(1, MAX_MEMBERS), help="group size")
+@click.option(
+    "--dir",
+    "directory",
+    default="./local-group",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="member i lives in DIR/member-<i>/",
+)
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def up(members: int, directory: Path, log_level: str) -> None:
+    """Start a local group and keep it running until Ctrl-C or SIGTERM."""
+    group = LocalGroup(directory, members, log_level=log_level)
+    try:
+        asyncio.run(_run(group))
+    except LocalGroupError as exc:
+        click.echo(f"derecho up: {exc}", err=True)
+        sys.exit(1)
+
+
+async def _run(group: LocalGroup) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await group.start()
+    except BaseException:
+        await group.stop()
+        raise
+    click.echo(f"local group of {len(group.members)} members is ready in {group.directory}")
+    for m in group.members:
+        click.echo(f"  member {m.node_id}: socket {m.socket}  http http://{m.http}  pid {m.process.pid}")
+    click.echo("Ctrl-C stops every member.")
+    waiter = asyncio.create_task(stop.wait())
+    while not stop.is_set():
+        await asyncio.wait([waiter], timeout=0.5)
+        dead = [m for m in group.members if not m.alive()]
+        if dead and not stop.is_set():
+            for m in dead:
+                click.echo(f"member {m.node_id} exited with code {m.process.returncode}; see {m.log_file}", err=True)
+            break
+    click.echo("stopping members ...")
+    codes = await group.stop()
+    click.echo("stopped: " + ", ".join(f"member {k} exit {v}" for k, v in codes.items()))

@@ -1,0 +1,23 @@
+"""The Python client library for applications next to a derecho sidecar."""
+
+from .client import (
+    Client,
+    ConnectionLostError,
+    Delivery,
+    DeliveryStream,
+    DerechoError,
+    Receipt,
+    SlowConsumerError,
+    View,
+)
+
+__all__ = [
+    "Client",
+    "ConnectionLostError",
+    "Delivery",
+    "DeliveryStream",
+    "DerechoError",
+    "Receipt",
+    "SlowConsumerError",
+    "View",
+]

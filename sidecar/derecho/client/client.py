@@ -1,0 +1,431 @@
+"""The async client: what an application uses to talk to its sidecar over the Unix socket.
+
+    async with await Client.connect("/run/derecho/derecho.sock") as client:
+        stream = client.deliveries()
+        receipt = await client.send(b"hello")
+        async for d in stream:
+            print(d.version, d.sender, d.payload)
+
+Sends made in the same event-loop turn leave in one frame, so many concurrent `send` calls
+(for example under `asyncio.gather`) cost one system call, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..wire import frames
+from ..wire.types import ErrorCode, T
+
+BATCH_BYTES = 1 << 20
+# What one delivery stream may hold unread before the client stops reading the socket (and
+# the sidecar, seeing its buffer grow, eventually disconnects the application).
+STREAM_BUFFER_MESSAGES = 100_000
+
+
+class DerechoError(Exception):
+    """The sidecar refused a request; `code` is one of wire.types.ErrorCode."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SlowConsumerError(DerechoError):
+    """This application read deliveries too slowly and the sidecar cut it off."""
+
+
+class ConnectionLostError(DerechoError):
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    version: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    vid: int
+    members: list[int]
+
+
+class Delivery:
+    __slots__ = ("payload", "sender", "seq", "shard", "subgroup", "trace", "version")
+
+    def __init__(
+        self,
+        version: int,
+        seq: int,
+        sender: int,
+        payload: bytes,
+        subgroup: int,
+        shard: int,
+        trace: dict[str, str] | None,
+    ) -> None:
+        self.version = version
+        self.seq = seq
+        self.sender = sender
+        self.payload = payload
+        self.subgroup = subgroup
+        self.shard = shard
+        self.trace = trace
+
+    def __repr__(self) -> str:
+        return f"Delivery(version={self.version}, seq={self.seq}, sender={self.sender}, {len(self.payload)} bytes)"
+
+
+class DeliveryStream:
+    """Deliveries of one shard, in delivery order, from the moment it was opened."""
+
+    def __init__(self, client: Client, key: tuple[int, int]) -> None:
+        self._client = client
+        self.key = key
+        self._items: deque[Delivery] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._ended = False
+
+    def __aiter__(self) -> DeliveryStream:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        while not self._items:
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                raise StopAsyncIteration
+            await self._wait()
+        item = self._items.popleft()
+        if not self._items:
+            self._client._stream_drained()
+        return item
+
+    async def next_batch(self) -> list[Delivery]:
+        """Everything delivered and not yet read (at least one), for high-rate consumers."""
+        while not self._items:
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return []
+            await self._wait()
+        items = list(self._items)
+        self._items.clear()
+        self._client._stream_drained()
+        return items
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _push(self, items: list[Delivery]) -> None:
+        self._items.extend(items)
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self._wake()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def close(self) -> None:
+        self._client._streams.discard(self)
+        self._end()
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.decoder = frames.FrameDecoder(1 << 31)
+        self.can_write = asyncio.Event()
+        self.can_write.set()
+
+    def data_received(self, data: bytes) -> None:
+        for item in self.decoder.feed(data):
+            if isinstance(item, frames.Frame):
+                self.client._on_frame(item)
+            else:  # the sidecar never sends bad frames; if it does, the stream is unusable
+                self.client._connection_failed(f"unreadable frame from the sidecar: {item.reason}")
+                return
+
+    def pause_writing(self) -> None:
+        self.can_write.clear()
+
+    def resume_writing(self) -> None:
+        self.can_write.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.can_write.set()
+        self.client._connection_failed(f"connection to the sidecar lost ({exc or 'closed by the sidecar'})")
+
+
+class Client:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._transport: asyncio.Transport | None = None
+        self._protocol: _Protocol | None = None
+        self._next_request = 0
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._outgoing: dict[tuple[int, int], list[tuple[int, bytes, dict[str, str] | None]]] = {}
+        self._flush_scheduled = False
+        self._streams: set[DeliveryStream] = set()
+        self._subscribed: set[tuple[int, int]] = set()
+        self._reading_paused = False
+        self._failure: DerechoError | None = None
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def connect(cls, path: str | Path, *, timeout: float = 10.0) -> Client:
+        """Connect to a sidecar's socket, retrying until it exists or `timeout` passes."""
+        client = cls(str(path))
+        loop = asyncio.get_running_loop()
+        client._loop = loop
+        deadline = loop.time() + timeout
+        delay = 0.01
+        while True:
+            try:
+                transport, protocol = await loop.create_unix_connection(lambda: _Protocol(client), str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                if loop.time() + delay > deadline:
+                    raise ConnectionLostError(
+                        f"no sidecar answers at {path} after {timeout:.1f} s ({exc.strerror}); "
+                        "is it running (derecho up / derecho sidecar), and is this its socket path?"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        client._transport = transport  # type: ignore[assignment]
+        client._protocol = protocol
+        return client
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closing = True
+        self._flush()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+            with contextlib.suppress(Exception):
+                await asyncio.sleep(0)
+        for stream in list(self._streams):
+            stream._end()
+        self._streams.clear()
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def send(
+        self,
+        payload: bytes,
+        *,
+        subgroup: int = 0,
+        shard: int = 0,
+        trace: dict[str, str] | None = None,
+    ) -> Receipt:
+        """Multicast `payload` in the shard; returns once it is delivered there, with its version."""
+        if self._failure is not None:
+            raise self._failure
+        protocol = self._protocol
+        if protocol is not None and not protocol.can_write.is_set():
+            await protocol.can_write.wait()
+        request = self._next_request
+        self._next_request += 1
+        future: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
+        self._pending[request] = future
+        key = (subgroup, shard)
+        queue = self._outgoing.get(key)
+        if queue is None:
+            queue = self._outgoing[key] = []
+        queue.append((request, payload, trace))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+        return await future
+
+    def deliveries(self, *, subgroup: int = 0, shard: int = 0) -> DeliveryStream:
+        """An async iterator over every message delivered in the shard from now on."""
+        if self._failure is not None:
+            raise self._failure
+        key = (subgroup, shard)
+        stream = DeliveryStream(self, key)
+        self._streams.add(stream)
+        if key not in self._subscribed:
+            self._subscribed.add(key)
+            request = self._new_request()
+            # Sent in order with any later send, so nothing delivered after this call is missed.
+            self._flush()
+            self._write([frames.encode({"t": T.SUBSCRIBE, "r": request, "sg": subgroup, "sh": shard})])
+            self._pending[request].add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+        return stream
+
+    async def view(self) -> View:
+        body = await self._request(T.VIEW)
+        return View(body["vid"], list(body["members"]))
+
+    async def status(self) -> dict[str, Any]:
+        return await self._request(T.STATUS)
+
+    async def _request(self, kind: T, **fields: Any) -> Any:
+        if self._failure is not None:
+            raise self._failure
+        request = self._new_request()
+        self._flush()
+        self._write([frames.encode({"t": kind, "r": request, **fields})])
+        return await self._pending[request]
+
+    def _new_request(self) -> int:
+        request = self._next_request
+        self._next_request += 1
+        self._pending[request] = self._loop.create_future()  # type: ignore[union-attr]
+        return request
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def _write(self, chunks: list[bytes | memoryview]) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        if len(chunks) == 1:
+            self._transport.write(chunks[0])
+        else:
+            self._transport.writelines(chunks)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._outgoing:
+            return
+        outgoing = self._outgoing
+        self._outgoing = {}
+        small: list[bytes | memoryview] = []
+        for (sg, sh), items in outgoing.items():
+            start = 0
+            while start < len(items):
+                end = start
+                size = 0
+                while end < len(items) and (end == start or size + len(items[end][1]) <= BATCH_BYTES):
+                    size += len(items[end][1])
+                    end += 1
+                batch = items[start:end]
+                header: dict[str, Any] = {
+                    "t": T.SEND,
+                    "sg": sg,
+                    "sh": sh,
+                    "r": [r for r, _, _ in batch],
+                    "n": [len(p) for _, p, _ in batch],
+                }
+                traces = {pos: t for pos, (_, _, t) in enumerate(batch) if t}
+                if traces:
+                    header["x"] = traces
+                parts = frames.encode_parts(header, [p for _, p, _ in batch])
+                if size >= BATCH_BYTES // 4:
+                    if small:
+                        self._write([b"".join(small)])
+                        small = []
+                    self._write(parts)
+                else:
+                    small.extend(parts)
+                start = end
+        if small:
+            self._write([b"".join(small)])
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: frames.Frame) -> None:
+        header = frame.header
+        kind = header.get("t")
+        if kind == T.DELIVER:
+            self._on_deliver(header, frame.payload)
+        elif kind == T.RECEIPTS:
+            pending = self._pending
+            for request, version, seq in zip(header["r"], header["v"], header["q"], strict=True):
+                future = pending.pop(request, None)
+                if future is not None and not future.done():
+                    future.set_result(Receipt(version, seq))
+        elif kind == T.REPLY:
+            future = self._pending.pop(header.get("r"), None)  # type: ignore[arg-type]
+            if future is not None and not future.done():
+                future.set_result(header.get("b"))
+        elif kind == T.ERROR:
+            self._on_error(header)
+
+    def _on_error(self, header: dict[str, Any]) -> None:
+        code = int(header.get("c", 0))
+        message = str(header.get("m", "unknown error"))
+        request = header.get("r")
+        error_type = SlowConsumerError if code == ErrorCode.SLOW_CONSUMER else DerechoError
+        if request is None:
+            error = error_type(code, message)
+            if code in (ErrorCode.SLOW_CONSUMER, ErrorCode.SHUTTING_DOWN):
+                self._failure = error
+                for stream in self._streams:
+                    stream._fail(error)
+            return
+        for r in request if isinstance(request, list) else [request]:
+            future = self._pending.pop(r, None)
+            if future is not None and not future.done():
+                future.set_exception(error_type(code, message))
+
+    def _on_deliver(self, header: dict[str, Any], payload: bytes) -> None:
+        key = (header["sg"], header["sh"])
+        streams = [s for s in self._streams if s.key == key]
+        if not streams:
+            return
+        sg, sh = key
+        traces = header.get("x") or {}
+        sizes = header["n"]
+        items: list[Delivery] = []
+        if len(sizes) == 1:
+            items.append(Delivery(header["v"][0], header["q"][0], header["s"][0], payload, sg, sh, traces.get(0)))
+        else:
+            offset = 0
+            for pos, (version, seq, sender, size) in enumerate(
+                zip(header["v"], header["q"], header["s"], sizes, strict=True)
+            ):
+                items.append(Delivery(version, seq, sender, payload[offset : offset + size], sg, sh, traces.get(pos)))
+                offset += size
+        for stream in streams:
+            stream._push(items)
+            if len(stream._items) > STREAM_BUFFER_MESSAGES and not self._reading_paused and self._transport:
+                self._reading_paused = True
+                self._transport.pause_reading()
+
+    def _stream_drained(self) -> None:
+        if self._reading_paused and all(len(s._items) < STREAM_BUFFER_MESSAGES // 2 for s in self._streams):
+            self._reading_paused = False
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    def _connection_failed(self, reason: str) -> None:
+        error = self._failure or ConnectionLostError(reason)
+        self._failure = error
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        for stream in self._streams:
+            if stream._error is None:
+                if self._closing:
+                    stream._end()
+                else:
+                    stream._fail(error)
+        if self._transport is not None:
+            self._transport.close()

@@ -1,0 +1,1 @@
+"""The asyncio runtime: the only layer that touches sockets, clocks and files."""

@@ -1,0 +1,441 @@
+"""One member: drives the protocol core with sockets, and serves applications and HTTP.
+
+The loop turn is the unit of batching. Every frame that arrives in a turn (from peers or
+applications) is fed to the core as it is read; at the end of the turn the core's rules run
+once (`GroupCore.flush`) and the resulting actions are carried out together: one write per
+connection per turn, whatever the number of messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from ..config import SidecarConfig
+from ..core.actions import Action, Deliver, Msg, SendData, SendRow, ShardKey, Stable, version_of
+from ..core.group import GroupCore
+from ..core.ordered import ProtocolError
+from ..wire import frames
+from ..wire.types import ErrorCode, T
+from .clients import ClientServer, ClientSession, RequestError
+from .connection import FramedConnection
+from .metrics import SidecarMetrics
+from .peers import PeerMesh
+
+log = logging.getLogger(__name__)
+
+# Frames carrying a batch of messages are cut at about this many payload bytes, so one huge
+# batch neither delays the first message nor needs a huge buffer at the reader.
+BATCH_BYTES = 1 << 20
+
+
+class Sidecar:
+    def __init__(self, config: SidecarConfig) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.view = config.initial_view()
+        mc = config.multicast
+        self.core = GroupCore(
+            my_node=self.node_id, view=self.view, window=mc.window, max_inflight_bytes=mc.max_inflight_bytes
+        )
+        self.max_frame_payload = max(mc.max_message_size, BATCH_BYTES) + 4096
+        self.ready = False
+        self.halted: str | None = None
+        self.started_at = time.time()
+        self.peer_state: dict[int, str] = {n: "connecting" for n in self.core.peers}
+        # msg_no -> (session, request id, submit time): who to tell when it is delivered.
+        self.receipts: dict[int, tuple[ClientSession, Any, float]] = {}
+        self.metrics = SidecarMetrics(self)
+        self._dirty: set[FramedConnection] = set()
+        self._turn_scheduled = False
+        self._clients_paused = False
+        self._stop = asyncio.Event()
+        self.http_address: str | None = None
+        self.mesh = PeerMesh(
+            my_node=self.node_id,
+            group=config.group,
+            addresses={m.id: m.host_port for m in config.members},
+            max_payload=self.max_frame_payload,
+            on_peer_frame=self.on_peer_frame,
+            on_peer_up=self.on_peer_up,
+            on_peer_down=self.on_peer_down,
+            on_writes=self.connection_wrote,
+        )
+        self.clients = ClientServer(self, config.socket_path, mc.max_message_size + 4096)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.mesh.start()
+        await self.clients.start()
+        if self.config.http.address:
+            from ..api.http import start_http
+
+            self._http_runner, self.http_address = await start_http(self, self.config.http.address)
+        (self.config.data_dir / "sidecar.pid").write_text(f"{os.getpid()}\n")
+        if not self.core.peers:
+            self._become_ready()
+        log.info(
+            "member %d of group %r: peers on %s, apps on %s, http on %s",
+            self.node_id,
+            self.config.group,
+            self.config.me.address,
+            self.config.socket_path,
+            self.http_address,
+        )
+
+    async def serve(self) -> int:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
+        await self._stop.wait()
+        await self.close()
+        return 0
+
+    def stop(self, reason: str = "asked to stop") -> None:
+        log.info("stopping: %s", reason)
+        self._stop.set()
+
+    async def close(self) -> None:
+        self._turn()
+        await self.clients.close()
+        await self.mesh.close()
+        runner = getattr(self, "_http_runner", None)
+        if runner is not None:
+            await runner.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            (self.config.data_dir / "sidecar.pid").unlink()
+
+    # -- the loop turn ----------------------------------------------------------------------
+
+    def connection_wrote(self, conn: FramedConnection) -> None:
+        self._dirty.add(conn)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._turn_scheduled and self.loop is not None:
+            self._turn_scheduled = True
+            self.loop.call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self._turn_scheduled = False
+        if self.ready:
+            self._execute(self.core.flush())
+        self._apply_backpressure()
+        dirty = self._dirty
+        self._dirty = set()
+        for conn in dirty:
+            conn.flush_output()
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendData):
+                self._send_data(action)
+            elif isinstance(action, SendRow):
+                self.mesh.send(action.to, [frames.encode({"t": T.ROW, "d": action.diff})])
+            elif isinstance(action, Deliver):
+                self._deliver(action)
+            elif isinstance(action, Stable):
+                self._receipts(action.messages, -1)
+
+    def _send_data(self, action: SendData) -> None:
+        sg, sh = action.shard
+        index = action.first_index
+        for batch in _cut(action.messages):
+            header: dict[str, Any] = {
+                "t": T.DATA,
+                "sg": sg,
+                "sh": sh,
+                "i": index,
+                "m": [m.msg_no for m in batch],
+                "n": [len(m.payload) for m in batch],
+            }
+            traces = {pos: m.trace for pos, m in enumerate(batch) if m.trace}
+            if traces:
+                header["x"] = traces
+            self.mesh.send(action.to, frames.encode_parts(header, [m.payload for m in batch]))
+            index += len(batch)
+        self.metrics.sent(action.shard, action.messages)
+
+    def _deliver(self, action: Deliver) -> None:
+        messages = action.messages
+        key = action.shard
+        self.metrics.delivered(key, messages)
+        subscribers = [s for s in self.clients.sessions if key in s.subscriptions]
+        if subscribers:
+            vid = action.vid
+            limit = self.config.client.max_buffered_bytes
+            for batch in _cut(messages):
+                if action.ordered:
+                    versions = [version_of(vid, m.seq) for m in batch]
+                else:
+                    versions = [-1] * len(batch)
+                header: dict[str, Any] = {
+                    "t": T.DELIVER,
+                    "sg": key[0],
+                    "sh": key[1],
+                    "v": versions,
+                    "q": [m.seq for m in batch],
+                    "s": [m.sender for m in batch],
+                    "n": [len(m.payload) for m in batch],
+                }
+                traces = {pos: m.trace for pos, m in enumerate(batch) if m.trace}
+                if traces:
+                    header["x"] = traces
+                parts = frames.encode_parts(header, [m.payload for m in batch])
+                for session in subscribers:
+                    if session.conn.closed:
+                        continue
+                    session.conn.write(parts)
+                    if session.conn.buffered_out > limit:
+                        self._cut_off_slow_consumer(session, limit)
+        if action.ordered:
+            me = self.node_id
+            own = [m for m in messages if m.sender == me]
+            if own:
+                self._receipts(own, action.vid)
+
+    def _cut_off_slow_consumer(self, session: ClientSession, limit: int) -> None:
+        log.warning("client %d fell more than %d bytes behind on deliveries; disconnecting it", session.number, limit)
+        self.metrics.slow_consumers.inc()
+        session.error(
+            None,
+            ErrorCode.SLOW_CONSUMER,
+            f"this application fell more than {limit} bytes behind reading deliveries and was disconnected "
+            "so the group is not held up; read deliveries faster, or raise client.max_buffered_bytes",
+        )
+        session.subscriptions.clear()
+        session.conn.close()
+
+    def _receipts(self, messages: list[Msg], vid: int) -> None:
+        receipts = self.receipts
+        by_session: dict[ClientSession, tuple[list[Any], list[int], list[int]]] = {}
+        now = time.monotonic()
+        first_latency: float | None = None
+        for m in messages:
+            entry = receipts.pop(m.msg_no, None)
+            if entry is None:
+                continue
+            session, request, submitted = entry
+            if first_latency is None:
+                first_latency = now - submitted
+            lists = by_session.get(session)
+            if lists is None:
+                lists = by_session[session] = ([], [], [])
+            lists[0].append(request)
+            lists[1].append(version_of(vid, m.seq) if vid >= 0 else -1)
+            lists[2].append(m.seq)
+        if first_latency is not None:
+            self.metrics.delivery_latency.observe(first_latency)
+        for session, (requests, versions, seqs) in by_session.items():
+            session.outstanding -= len(requests)
+            session.conn.write([frames.encode({"t": T.RECEIPTS, "r": requests, "v": versions, "q": seqs})])
+
+    def _apply_backpressure(self) -> None:
+        pending = self.core.pending_bytes()
+        limit = self.config.client.max_pending_bytes
+        if not self._clients_paused and pending > limit:
+            self._clients_paused = True
+            for session in self.clients.sessions:
+                session.conn.pause_reading()
+        elif self._clients_paused and pending <= limit // 2:
+            self._clients_paused = False
+            for session in self.clients.sessions:
+                session.conn.resume_reading()
+
+    # -- peers --------------------------------------------------------------------------------
+
+    def on_peer_up(self, node: int) -> None:
+        self.peer_state[node] = "connected"
+        link = self.mesh.links[node]
+        # A (re)connected peer needs my whole row, not just what changes from now on.
+        row = self.core.sst.full_row()
+        if row:
+            link.write([frames.encode({"t": T.ROW, "d": row})])
+        if not self.ready and not self.mesh.missing():
+            self._become_ready()
+        self._schedule()
+
+    def _become_ready(self) -> None:
+        self.ready = True
+        log.info("all %d members connected; the group is ready", len(self.view.members))
+        self._schedule()
+
+    def on_peer_down(self, node: int, reason: str) -> None:
+        self.peer_state[node] = f"lost: {reason}"
+        log.error(
+            "lost peer %d (%s); this version has no membership changes, so shards with it wait for it", node, reason
+        )
+
+    def on_peer_frame(self, node: int, frame: frames.Frame) -> None:
+        header = frame.header
+        kind = header.get("t")
+        try:
+            if kind == T.DATA:
+                self._peer_data(node, header, frame.payload)
+            elif kind == T.ROW:
+                diff = header.get("d")
+                if not isinstance(diff, list) or not all(isinstance(v, int) for v in diff):
+                    raise ProtocolError("ROW frame without an integer list 'd'")
+                self.core.receive_row(node, diff)
+            elif kind == T.ERROR:
+                log.error("peer %d reports an error: %s", node, header.get("m"))
+                return
+            else:
+                raise ProtocolError(f"unknown peer frame type {kind!r}")
+        except ProtocolError as exc:
+            self.metrics.peer_protocol_errors.inc()
+            self.mesh.drop(node, f"protocol error from node {node}: {exc}")
+            return
+        self._schedule()
+
+    def _peer_data(self, node: int, header: dict[str, Any], payload: bytes) -> None:
+        try:
+            key = (int(header["sg"]), int(header["sh"]))
+            first = int(header["i"])
+            msg_nos = header["m"]
+            sizes = header["n"]
+            traces = header.get("x") or {}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"DATA frame is missing or garbles {exc}") from None
+        if len(msg_nos) != len(sizes) or sum(sizes) != len(payload):
+            raise ProtocolError("DATA frame sizes do not add up to its payload")
+        view = memoryview(payload)
+        msgs: list[Msg] = []
+        offset = 0
+        single = len(sizes) == 1
+        for pos, size in enumerate(sizes):
+            body = payload if single else view[offset : offset + size]
+            offset += size
+            msgs.append(Msg(node, msg_nos[pos], body, traces.get(pos)))
+        self.core.receive_data(node, key, first, msgs)
+
+    # -- applications -------------------------------------------------------------------------
+
+    def shard_key(self, header: dict[str, Any]) -> ShardKey:
+        sg = header.get("sg", 0)
+        sh = header.get("sh", 0)
+        if not isinstance(sg, int) or not isinstance(sh, int):
+            raise RequestError(ErrorCode.BAD_REQUEST, "subgroup and shard must be integers")
+        key = (sg, sh)
+        if key not in self.core.shards:
+            mine = ", ".join(f"subgroup {a} shard {b}" for a, b in self.core.shards) or "none"
+            raise RequestError(
+                ErrorCode.UNKNOWN_SHARD,
+                f"member {self.node_id} is not in subgroup {sg} shard {sh}; connect to a member of it "
+                f"(this member is in: {mine})",
+            )
+        return key
+
+    def client_send(self, session: ClientSession, header: dict[str, Any], payload: bytes) -> None:
+        requests = header.get("r")
+        sizes = header.get("n")
+        if not isinstance(requests, list) or not isinstance(sizes, list) or len(requests) != len(sizes):
+            raise RequestError(
+                ErrorCode.BAD_REQUEST, "SEND needs lists 'r' (request ids) and 'n' (sizes) of one length"
+            )
+        if not all(isinstance(n, int) and n >= 0 for n in sizes) or sum(sizes) != len(payload):
+            raise RequestError(
+                ErrorCode.BAD_REQUEST, f"SEND sizes add up to {sum(map(int, sizes))}, payload has {len(payload)} bytes"
+            )
+        key = self.shard_key(header)
+        if self.halted:
+            raise RequestError(ErrorCode.SHUTTING_DOWN, f"this member stopped serving writes: {self.halted}")
+        if self.node_id not in self.view.shard(key).senders:
+            raise RequestError(ErrorCode.NOT_A_SENDER, f"member {self.node_id} is not a sender in shard {key}")
+        limit = self.config.multicast.max_message_size
+        traces = header.get("x") or {}
+        view = memoryview(payload)
+        single = len(sizes) == 1
+        offset = 0
+        now = time.monotonic()
+        submit = self.core.submit
+        receipts = self.receipts
+        for pos, size in enumerate(sizes):
+            if size > limit:
+                session.error(
+                    requests[pos], ErrorCode.TOO_LARGE, f"message of {size} bytes exceeds max_message_size {limit}"
+                )
+                offset += size
+                continue
+            body = payload if single else view[offset : offset + size]
+            offset += size
+            msg = submit(key, body, traces.get(pos))
+            receipts[msg.msg_no] = (session, requests[pos], now)
+        session.outstanding += len(sizes)
+        self._schedule()
+
+    def client_gone(self, session: ClientSession) -> None:
+        self.metrics.clients_disconnected.inc()
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def view_summary(self) -> dict[str, Any]:
+        return {"vid": self.view.vid, "members": list(self.view.members)}
+
+    def waiting_for(self) -> str | None:
+        if self.halted:
+            return f"halted: {self.halted}"
+        missing = self.mesh.missing()
+        if missing:
+            return f"connections to members {missing}"
+        return None
+
+    def status(self) -> dict[str, Any]:
+        core = self.core.status()
+        return {
+            "node_id": self.node_id,
+            "group": self.config.group,
+            "ready": self.ready and not self.mesh.missing() and not self.halted,
+            "waiting_for": self.waiting_for(),
+            "view": self.view_summary(),
+            "shards": core["shards"],
+            "peers": {str(k): v for k, v in self.peer_state.items()},
+            "clients": len(self.clients.sessions),
+            "socket": str(self.config.socket_path),
+            "http": self.http_address,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 3),
+        }
+
+
+def _cut(messages: list[Msg]) -> list[list[Msg]]:
+    """Split a batch into runs of about BATCH_BYTES of payload (a big message travels alone)."""
+    total = 0
+    for m in messages:
+        total += len(m.payload)
+    if total <= BATCH_BYTES:
+        return [messages]
+    runs: list[list[Msg]] = []
+    run: list[Msg] = []
+    size = 0
+    for m in messages:
+        n = len(m.payload)
+        if run and size + n > BATCH_BYTES:
+            runs.append(run)
+            run = []
+            size = 0
+        run.append(m)
+        size += n
+    if run:
+        runs.append(run)
+    return runs
+
+
+def run(config: SidecarConfig) -> int:
+    """Run one member until SIGTERM or SIGINT; returns the process exit code."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(Sidecar(config).serve())
+    return uvloop.run(Sidecar(config).serve())
