@@ -122,13 +122,16 @@ def shard_view(
 
 @pytest.fixture
 def make_net():
+    """make_net(members, senders=None, mode=ORDERED, vid=0, **core_args) for one shard, or make_net(view)."""
+
     def make(
-        members: list[int],
+        members: list[int] | View,
         senders: list[int] | None = None,
         mode: DeliveryMode = DeliveryMode.ORDERED,
         vid: int = 0,
         **core_args: int,
     ) -> Net:
-        return Net(shard_view(members, senders, mode, vid), **core_args)
+        view = members if isinstance(members, View) else shard_view(members, senders, mode, vid)
+        return Net(view, **core_args)
 
     return make
