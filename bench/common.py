@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import socket
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import ExitStack
@@ -114,6 +115,15 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     print(format_table(headers, rows))
+
+
+def machine_info() -> str:
+    """Short description of the CPU situation, e.g. '2 cpus, load 1.20/0.80/0.50' (others' load skews results)."""
+    try:
+        load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return f"{os.cpu_count()} cpus, load {load}"
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:

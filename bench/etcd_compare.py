@@ -38,13 +38,25 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from common import LOOPBACK, fmt_bytes, fmt_count, fmt_size, free_ports, parse_size, percentile, print_table, run_async
+
+from common import (
+    LOOPBACK,
+    fmt_bytes,
+    fmt_count,
+    fmt_size,
+    free_ports,
+    machine_info,
+    parse_size,
+    percentile,
+    print_table,
+    run_async,
+)
 
 DEFAULT_SIZES = (100, 10 * 1024)
 KEYSPACE = 1000  # distinct keys per value size; puts overwrite them round-robin
 STARTUP_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
+STOP_GRACE = 1.0  # etcd's graceful stop (leader transfer) can take ~7 s; the data is thrown away anyway
 
 
 def find_etcd() -> str | None:
@@ -131,7 +143,7 @@ class EtcdCluster:
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,
-                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                     )
                 )
 
@@ -139,6 +151,17 @@ class EtcdCluster:
         for i, p in enumerate(self.procs):
             if p.poll() is not None:
                 raise RuntimeError(f"etcd member m{i} exited with code {p.returncode}:\n{self.log_tail(i)}")
+
+    def cpu_seconds(self) -> float | None:
+        """User+system CPU seconds consumed so far by all etcd processes (Linux /proc), or None."""
+        total = 0
+        try:
+            for p in self.procs:
+                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            return None
+        return total / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, i: int, lines: int = 20) -> str:
         if self.tmpdir is None:
@@ -153,7 +176,7 @@ class EtcdCluster:
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT
+        deadline = time.monotonic() + STOP_GRACE
         for p in self.procs:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
@@ -221,7 +244,12 @@ async def wait_ready(session: aiohttp.ClientSession, cluster: EtcdCluster, timeo
 
 
 async def measure_throughput(
-    session: aiohttp.ClientSession, urls: list[str], size: int, seconds: float, concurrency: int
+    session: aiohttp.ClientSession,
+    urls: list[str],
+    size: int,
+    seconds: float,
+    concurrency: int,
+    cluster: EtcdCluster | None = None,
 ) -> dict[str, Any]:
     """``concurrency`` closed-loop workers, worker w talking to ``urls[w % len(urls)]``, for ``seconds``."""
     bodies = put_bodies(size)
@@ -250,11 +278,14 @@ async def measure_throughput(
     warm_deadline = time.monotonic() + min(0.5, seconds / 4)
     await asyncio.gather(*(worker(w, warm_deadline, False) for w in range(concurrency)))
     errors.clear()
+    e0 = cluster.cpu_seconds() if cluster else None
     c0 = time.process_time()
     t0 = time.monotonic()
     await asyncio.gather(*(worker(w, t0 + seconds, True) for w in range(concurrency)))
     elapsed = time.monotonic() - t0
     cpu = (time.process_time() - c0) / elapsed
+    e1 = cluster.cpu_seconds() if cluster else None
+    etcd_cpu = (e1 - e0) / elapsed if e0 is not None and e1 is not None else None
     ops = counter[0]
     if ops == 0:
         raise RuntimeError(f"no successful puts; first error: {errors[0] if errors else 'none'}")
@@ -268,6 +299,7 @@ async def measure_throughput(
         "p50_ms": percentile(latencies, 50) * 1e3,
         "p99_ms": percentile(latencies, 99) * 1e3,
         "client_cpu": cpu,
+        "etcd_cpu": etcd_cpu,
     }
 
 
@@ -304,7 +336,7 @@ async def _run(
         leader = await wait_ready(session, cluster, STARTUP_TIMEOUT)
         results = []
         for size in sizes:
-            tput = await measure_throughput(session, cluster.client_urls, size, seconds, concurrency)
+            tput = await measure_throughput(session, cluster.client_urls, size, seconds, concurrency, cluster)
             cluster.check_alive()
             lat = await measure_latency(session, leader, size, seconds, latency_ops)
             cluster.check_alive()
@@ -331,6 +363,7 @@ def compare(
     if seconds <= 0 or concurrency < 1 or latency_ops < 1:
         raise ValueError("seconds, concurrency and latency_ops must be positive")
     sizes = list(sizes or DEFAULT_SIZES)
+    machine = machine_info()  # sampled before the run: load from other processes skews the figures
     with EtcdCluster(binary, members=members, data_root=data_root) as cluster:
         assert cluster.tmpdir is not None
         data_dir = str(cluster.tmpdir)
@@ -342,6 +375,8 @@ def compare(
         "members": members,
         "data_dir": data_dir,
         "seconds": seconds,
+        "concurrency": concurrency,
+        "machine": machine,
         **out,
     }
 
@@ -371,14 +406,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
 
-    with _sigterm_as_interrupt():
-        res = compare(
-            sizes,
-            args.seconds,
-            concurrency=args.concurrency,
-            latency_ops=args.latency_ops,
-            data_root=args.data_root,
-        )
+    try:
+        with _sigterm_as_interrupt():
+            res = compare(
+                sizes,
+                args.seconds,
+                concurrency=args.concurrency,
+                latency_ops=args.latency_ops,
+                data_root=args.data_root,
+            )
+    except KeyboardInterrupt:
+        print("etcd_compare: interrupted; cluster stopped and temp dir removed", file=sys.stderr)
+        return 130
     if args.json:
         json.dump(res, sys.stdout, indent=2)
         print()
@@ -388,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"etcd {res['etcd_version']}: {res['members']} members on loopback, data in {Path(res['data_dir']).parent}, "
-        f"{res['seconds']:g} s per measurement"
+        f"{res['seconds']:g} s per measurement; {res['machine']}"
     )
     rows = []
     for r in res["results"]:
@@ -400,12 +439,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{fmt_bytes(t['bytes_per_s'])}/s",
                 f"{t['p50_ms']:.2f}/{t['p99_ms']:.2f}",
                 f"{t['client_cpu']:.2f}",
+                "-" if t["etcd_cpu"] is None else f"{t['etcd_cpu']:.2f}",
                 f"{lat['p50_ms']:.2f}",
                 f"{lat['p99_ms']:.2f}",
                 str(t["errors"]),
             ]
         )
-    c = res["results"][0]["throughput"]["concurrency"] if res["results"] else args.concurrency
+    c = res["concurrency"]
     print_table(
         [
             "size",
@@ -413,13 +453,17 @@ def main(argv: list[str] | None = None) -> int:
             "value bytes/s",
             "loaded p50/p99 ms",
             "client cpu",
+            "etcd cpu",
             "p50 ms (1 in flight)",
             "p99 ms (1 in flight)",
             "errors",
         ],
         rows,
     )
-    print("(throughput spread over all members; single-put latency measured against the leader)")
+    print(
+        "(throughput: closed loop spread over all members; cpu = cores busy during it (this Python client, all etcd"
+        " processes); single-put latency measured against the leader)"
+    )
     return 0
 
 

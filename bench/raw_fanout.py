@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
+import socket
 import struct
 import sys
 import time
@@ -30,7 +32,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, cast
 
-from common import LOOPBACK, fmt_bytes, fmt_count, fmt_size, parse_size, print_table, run_async
+from common import LOOPBACK, fmt_bytes, fmt_count, fmt_size, machine_info, parse_size, print_table, run_async
 
 HDR = struct.Struct("!I")
 DEFAULT_SIZES = (100, 10 * 1024, 1024 * 1024)
@@ -60,8 +62,6 @@ class PeerProtocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=self.high_water)
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            import socket
-
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -232,10 +232,8 @@ def _member(idx: int, n: int, size: int, warmup: float, seconds: float, ctl: Con
     try:
         run_async(lambda: _member_main(idx, n, size, warmup, seconds, ctl))
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             ctl.send(("error", f"member {idx}:\n{traceback.format_exc()}"))
-        except OSError:
-            pass
         raise SystemExit(1) from None
 
 
@@ -320,12 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
 
+    machine = machine_info()  # sampled before the run: load from other processes skews the figures
     results = [measure(s, args.seconds, warmup=args.warmup, members=args.members) for s in sizes]
     if args.json:
-        json.dump({"benchmark": "raw_fanout", "results": results}, sys.stdout, indent=2)
+        json.dump({"benchmark": "raw_fanout", "machine": machine, "results": results}, sys.stdout, indent=2)
         print()
         return 0
-    print(f"raw loopback fan-out: {args.members} processes, all-to-all TCP, {args.seconds:g} s window per size")
+    print(
+        f"raw loopback fan-out: {args.members} processes, all-to-all TCP, {args.seconds:g} s window per size; {machine}"
+    )
     rows = []
     for r in results:
         cpus = " ".join(f"{m['cpu']:.2f}" for m in r["per_member"])
