@@ -31,7 +31,7 @@ def _parse_address(value: str) -> tuple[str, int]:
 
 
 class MemberConfig(_Strict):
-    id: Annotated[int, Field(ge=0, le=2**16 - 1)]
+    id: Annotated[int, Field(strict=True, ge=0, le=2**16 - 1)]
     address: str
     """Where the member's peer port listens, HOST:PORT."""
 
@@ -47,8 +47,8 @@ class MemberConfig(_Strict):
 
 
 class ShardConfig(_Strict):
-    members: list[int] = Field(min_length=1)
-    senders: list[int] | None = None
+    members: list[Annotated[int, Field(strict=True)]] = Field(min_length=1)
+    senders: list[Annotated[int, Field(strict=True)]] | None = None
     mode: DeliveryMode = DeliveryMode.ORDERED
 
 
@@ -58,14 +58,14 @@ class SubgroupConfig(_Strict):
 
 
 class MulticastConfig(_Strict):
-    window: Annotated[int, Field(ge=1, le=1 << 20)] = 4096
-    max_inflight_bytes: Annotated[int, Field(ge=1)] = 256 << 20
-    max_message_size: Annotated[int, Field(ge=1, le=1 << 31)] = 64 << 20
+    window: Annotated[int, Field(strict=True, ge=1, le=1 << 20)] = 4096
+    max_inflight_bytes: Annotated[int, Field(strict=True, ge=1)] = 256 << 20
+    max_message_size: Annotated[int, Field(strict=True, ge=1, le=1 << 31)] = 64 << 20
 
 
 class ClientConfig(_Strict):
-    max_buffered_bytes: Annotated[int, Field(ge=1 << 16)] = 256 << 20
-    max_pending_bytes: Annotated[int, Field(ge=1 << 16)] = 256 << 20
+    max_buffered_bytes: Annotated[int, Field(strict=True, ge=1 << 16)] = 256 << 20
+    max_pending_bytes: Annotated[int, Field(strict=True, ge=1 << 16)] = 256 << 20
 
 
 class HttpConfig(_Strict):
@@ -86,7 +86,7 @@ class LogConfig(_Strict):
 
 
 class SidecarConfig(_Strict):
-    node_id: Annotated[int, Field(ge=0, le=2**16 - 1)]
+    node_id: Annotated[int, Field(strict=True, ge=0, le=2**16 - 1)]
     group: str = Field(default="derecho", min_length=1)
     data_dir: Path
     socket: Path | None = None

@@ -163,14 +163,6 @@ def test_gaps_in_ordered_data_are_allowed_because_nulls_fill_them():
         core.receive_data(1, KEY, 2, msgs(1, 2))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: OrderedShard.receive checks first_index only against the data seen so far (data_next), not "
-    "against the sender's SENT in my SST copy of its row. Data for an index that row already announced (so I "
-    "counted it as a null and may have delivered past it) is queued silently; then either it is delivered with "
-    "a seq below DELIVERED (total order broken) or it sits at the head of that sender's queue and blocks its "
-    "later messages forever, depending on the _deliver loop. It should be a ProtocolError",
-)
 def test_data_for_an_index_already_announced_as_null_is_refused():
     view = View.single_shard([0, 1])
     core = GroupCore(my_node=0, view=view)

@@ -112,12 +112,6 @@ def test_merge_into_my_own_row_is_refused():
         sst.merge(1, [0, 1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SST.merge silently drops the last element of an odd-length diff "
-    "(range(0, len(diff) - 1, 2)); a truncated diff is a malformed peer message and should be refused "
-    "like an unknown column, so GroupCore.receive_row can report it as a ProtocolError",
-)
 def test_merge_with_odd_length_diff_is_refused():
     sst = SST(2, 3, 0)
     with pytest.raises(ValueError):

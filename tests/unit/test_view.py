@@ -72,12 +72,6 @@ def test_sender_that_is_not_a_shard_member():
         View(0, (0, 1, 2), ((ShardLayout((0, 1), (0, 2)),),))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: View accepts a shard whose senders list a node twice (senders=(0, 0)); the core then gives "
-    "that node two sender ranks (S=2), so its messages take only even seqs and the odd ones are phantom "
-    "nulls. Config `senders = [1, 1]` passes validation too. View should refuse duplicate senders",
-)
 def test_sender_listed_twice():
     with pytest.raises(ValueError):
         View(0, (0, 1), ((ShardLayout((0, 1), (0, 0)),),))

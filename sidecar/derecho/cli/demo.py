@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..client import Client, Delivery, Receipt
+from ..client import Client, Receipt
 from ..localgroup import LocalGroup, LocalGroupError
 
 
@@ -91,8 +91,8 @@ async def _exercise(console: Console, group: LocalGroup, messages: int, size: in
     async def read_all(i: int, progress: Progress, task: int) -> None:
         log = logs[i]
         while len(log) < total:
-            batch: list[Delivery] = await streams[i].next_batch()
-            log.extend((d.version, d.sender, d.payload) for d in batch)
+            batch = await streams[i].next_batch()
+            log.extend(zip(batch.versions, batch.senders, batch.payloads, strict=True))
             progress.update(task, advance=len(batch))
 
     began = time.monotonic()

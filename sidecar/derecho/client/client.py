@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -82,13 +84,61 @@ class Delivery:
         return f"Delivery(version={self.version}, seq={self.seq}, sender={self.sender}, {len(self.payload)} bytes)"
 
 
+class DeliveryBatch:
+    """Messages delivered together, as parallel lists (no object per message until asked).
+
+    Iterating yields `Delivery` objects; high-rate consumers can read the lists directly.
+    """
+
+    __slots__ = ("payloads", "senders", "seqs", "shard", "subgroup", "traces", "versions")
+
+    def __init__(
+        self,
+        subgroup: int,
+        shard: int,
+        versions: list[int],
+        seqs: list[int],
+        senders: list[int],
+        payloads: list[bytes],
+        traces: dict[int, dict[str, str]] | None,
+    ) -> None:
+        self.subgroup = subgroup
+        self.shard = shard
+        self.versions = versions
+        self.seqs = seqs
+        self.senders = senders
+        self.payloads = payloads
+        self.traces = traces
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    def __getitem__(self, pos: int) -> Delivery:
+        traces = self.traces
+        return Delivery(
+            self.versions[pos],
+            self.seqs[pos],
+            self.senders[pos],
+            self.payloads[pos],
+            self.subgroup,
+            self.shard,
+            traces.get(pos) if traces else None,
+        )
+
+    def __iter__(self) -> Iterator[Delivery]:
+        for pos in range(len(self.payloads)):
+            yield self[pos]
+
+
 class DeliveryStream:
     """Deliveries of one shard, in delivery order, from the moment it was opened."""
 
     def __init__(self, client: Client, key: tuple[int, int]) -> None:
         self._client = client
         self.key = key
-        self._items: deque[Delivery] = deque()
+        self._batches: deque[DeliveryBatch] = deque()
+        self._pos = 0  # next unread message of the first batch
+        self.unread = 0
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._ended = False
@@ -97,29 +147,49 @@ class DeliveryStream:
         return self
 
     async def __anext__(self) -> Delivery:
-        while not self._items:
+        while not self._batches:
             if self._error is not None:
                 raise self._error
             if self._ended:
                 raise StopAsyncIteration
             await self._wait()
-        item = self._items.popleft()
-        if not self._items:
-            self._client._stream_drained()
+        batch = self._batches[0]
+        item = batch[self._pos]
+        self._pos += 1
+        self.unread -= 1
+        if self._pos == len(batch):
+            self._batches.popleft()
+            self._pos = 0
+            if not self._batches:
+                self._client._stream_drained()
         return item
 
-    async def next_batch(self) -> list[Delivery]:
-        """Everything delivered and not yet read (at least one), for high-rate consumers."""
-        while not self._items:
+    async def next_batch(self) -> DeliveryBatch:
+        """The next delivered batch not yet read (never empty); an empty one at the end."""
+        while not self._batches:
             if self._error is not None:
                 raise self._error
             if self._ended:
-                return []
+                return DeliveryBatch(self.key[0], self.key[1], [], [], [], [], None)
             await self._wait()
-        items = list(self._items)
-        self._items.clear()
-        self._client._stream_drained()
-        return items
+        batch = self._batches.popleft()
+        if self._pos:
+            pos = self._pos
+            traces = {k - pos: v for k, v in batch.traces.items() if k >= pos} if batch.traces else None
+            batch = DeliveryBatch(
+                batch.subgroup,
+                batch.shard,
+                batch.versions[pos:],
+                batch.seqs[pos:],
+                batch.senders[pos:],
+                batch.payloads[pos:],
+                traces,
+            )
+            self._pos = 0
+        self.unread -= len(batch)
+        if not self._batches:
+            self._client._stream_drained()
+        return batch
 
     async def _wait(self) -> None:
         self._waiter = asyncio.get_running_loop().create_future()
@@ -132,8 +202,9 @@ class DeliveryStream:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _push(self, items: list[Delivery]) -> None:
-        self._items.extend(items)
+    def _push(self, batch: DeliveryBatch) -> None:
+        self._batches.append(batch)
+        self.unread += len(batch)
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
@@ -243,11 +314,26 @@ class Client:
         trace: dict[str, str] | None = None,
     ) -> Receipt:
         """Multicast `payload` in the shard; returns once it is delivered there, with its version."""
-        if self._failure is not None:
-            raise self._failure
         protocol = self._protocol
         if protocol is not None and not protocol.can_write.is_set():
             await protocol.can_write.wait()
+        return await self.submit(payload, subgroup=subgroup, shard=shard, trace=trace)
+
+    def submit(
+        self,
+        payload: bytes,
+        *,
+        subgroup: int = 0,
+        shard: int = 0,
+        trace: dict[str, str] | None = None,
+    ) -> asyncio.Future[Receipt]:
+        """Like `send`, without waiting: the future resolves to the receipt.
+
+        For pipelining many messages; the caller bounds how many are outstanding and should
+        await `writable()` now and then so a busy sidecar can push back.
+        """
+        if self._failure is not None:
+            raise self._failure
         request = self._next_request
         self._next_request += 1
         future: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
@@ -260,7 +346,13 @@ class Client:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]
-        return await future
+        return future
+
+    async def writable(self) -> None:
+        """Wait until the socket to the sidecar accepts more data."""
+        protocol = self._protocol
+        if protocol is not None and not protocol.can_write.is_set():
+            await protocol.can_write.wait()
 
     def deliveries(self, *, subgroup: int = 0, shard: int = 0) -> DeliveryStream:
         """An async iterator over every message delivered in the shard from now on."""
@@ -389,27 +481,20 @@ class Client:
         streams = [s for s in self._streams if s.key == key]
         if not streams:
             return
-        sg, sh = key
-        traces = header.get("x") or {}
         sizes = header["n"]
-        items: list[Delivery] = []
         if len(sizes) == 1:
-            items.append(Delivery(header["v"][0], header["q"][0], header["s"][0], payload, sg, sh, traces.get(0)))
+            payloads = [payload]
         else:
-            offset = 0
-            for pos, (version, seq, sender, size) in enumerate(
-                zip(header["v"], header["q"], header["s"], sizes, strict=True)
-            ):
-                items.append(Delivery(version, seq, sender, payload[offset : offset + size], sg, sh, traces.get(pos)))
-                offset += size
+            payloads = [payload[end - size : end] for end, size in zip(accumulate(sizes), sizes, strict=True)]
+        batch = DeliveryBatch(key[0], key[1], header["v"], header["q"], header["s"], payloads, header.get("x"))
         for stream in streams:
-            stream._push(items)
-            if len(stream._items) > STREAM_BUFFER_MESSAGES and not self._reading_paused and self._transport:
+            stream._push(batch)
+            if stream.unread > STREAM_BUFFER_MESSAGES and not self._reading_paused and self._transport:
                 self._reading_paused = True
                 self._transport.pause_reading()
 
     def _stream_drained(self) -> None:
-        if self._reading_paused and all(len(s._items) < STREAM_BUFFER_MESSAGES // 2 for s in self._streams):
+        if self._reading_paused and all(s.unread < STREAM_BUFFER_MESSAGES // 2 for s in self._streams):
             self._reading_paused = False
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.resume_reading()

@@ -33,7 +33,6 @@ class GroupCore:
             raise ValueError(f"node {my_node} is not a member of view {view.vid}")
         self.my_node = my_node
         self.view = view
-        self.next_msg_no = 0
         self.shards: dict[ShardKey, Shard] = {}
         # Every shard of every subgroup gets its columns, so all members agree on the layout.
         column = 0
@@ -76,10 +75,16 @@ class GroupCore:
     def submit(self, key: ShardKey, payload: bytes | memoryview, trace: TraceContext | None = None) -> Msg:
         """A local application's message; returns it so the driver can match the delivery."""
         shard = self._shard(key)
-        msg = Msg(self.my_node, self.next_msg_no, payload, trace)
+        msg = Msg(self.my_node, shard.next_msg_no, payload, trace)
         shard.submit(msg)
-        self.next_msg_no += 1
+        shard.next_msg_no += 1
         return msg
+
+    def submit_batch(
+        self, key: ShardKey, payloads: list[bytes | memoryview], traces: dict[int, TraceContext] | None = None
+    ) -> int:
+        """Many local messages at once; returns the first msg_no (the others follow in order)."""
+        return self._shard(key).submit_many(payloads, traces)
 
     def receive_data(self, sender: int, key: ShardKey, first_index: int, messages: list[Msg]) -> None:
         if key not in self.shards:

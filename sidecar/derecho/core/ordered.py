@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .actions import Deliver, Msg, SendData, ShardKey
+from .actions import Deliver, Msg, SendData, ShardKey, TraceContext
 from .sst import SST
 
 SENT, RECEIVED, DELIVERED = 0, 1, 2
@@ -75,6 +75,9 @@ class OrderedShard:
         # My messages waiting for the send window.
         self.pending: deque[Msg] = deque()
         self.pending_bytes = 0
+        # My messages in this shard are numbered 0, 1, 2, ... across views: (my node, msg_no)
+        # identifies a message, so a resend in a later view can be recognised.
+        self.next_msg_no = 0
         # My numbered messages not yet delivered everywhere: (index, size).
         self.inflight: deque[tuple[int, int]] = deque()
         self.inflight_bytes = 0
@@ -88,6 +91,21 @@ class OrderedShard:
         self.pending.append(msg)
         self.pending_bytes += len(msg.payload)
 
+    def submit_many(self, payloads: list[bytes | memoryview], traces: dict[int, TraceContext] | None = None) -> int:
+        """Queue a batch of my messages; returns the msg_no of the first (the rest follow on)."""
+        if self.my_sender_rank < 0:
+            raise ValueError(f"node {self.my_node} is not a sender in shard {self.key}")
+        first = self.next_msg_no
+        me = self.my_node
+        if traces:
+            msgs = [Msg(me, first + k, p, traces.get(k)) for k, p in enumerate(payloads)]
+        else:
+            msgs = [Msg(me, first + k, p) for k, p in enumerate(payloads)]
+        self.next_msg_no = first + len(msgs)
+        self.pending.extend(msgs)
+        self.pending_bytes += sum(map(len, payloads))
+        return first
+
     def receive(self, sender: int, first_index: int, messages: list[Msg]) -> None:
         """Data from a peer: its messages numbered first_index, first_index + 1, ..."""
         try:
@@ -96,6 +114,13 @@ class OrderedShard:
             raise ProtocolError(f"node {sender} sent data but is not a sender of shard {self.key}") from None
         if rank == self.my_sender_rank:
             raise ProtocolError(f"node {sender} sent data under my own sender rank")
+        announced = self.sst.rows[self.sender_rows[rank]][self.col_sent]
+        if first_index < announced:
+            # Its row already said index first_index was used; data must come before the row.
+            raise ProtocolError(
+                f"node {sender} sent data for index {first_index} in shard {self.key} after announcing "
+                f"{announced} indexes; data must precede the row update"
+            )
         if first_index < self.data_next[rank]:
             raise ProtocolError(
                 f"node {sender} re-sent index {first_index} in shard {self.key}; expected >= {self.data_next[rank]}"
@@ -195,23 +220,20 @@ class OrderedShard:
         num_senders = self.num_senders
         queues = self.queues
         batch: list[Msg] = []
+        append = batch.append
+        # Walk the seqs in round-robin order; a seq whose sender has no message there is a null.
+        rank, index = seq % num_senders, seq // num_senders
         while seq < stable:
-            # Jump straight to the next real message at or after seq: the queue heads hold
-            # each sender's lowest undelivered index, and anything skipped is a null.
-            best = stable
-            best_rank = -1
-            for rank, queue in enumerate(queues):
-                if queue:
-                    candidate = queue[0].index * num_senders + rank
-                    if candidate < best:
-                        best = candidate
-                        best_rank = rank
-            if best_rank < 0:
-                break
-            msg = queues[best_rank].popleft()
-            msg.seq = best
-            batch.append(msg)
-            seq = best + 1
+            queue = queues[rank]
+            if queue and queue[0].index == index:
+                msg = queue.popleft()
+                msg.seq = seq
+                append(msg)
+            seq += 1
+            rank += 1
+            if rank == num_senders:
+                rank = 0
+                index += 1
         sst.set(self.col_delivered, stable)
         if batch:
             self.out.append(Deliver(self.key, self.vid, True, batch))

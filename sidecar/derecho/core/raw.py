@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .actions import Deliver, Msg, SendData, ShardKey, Stable
+from .actions import Deliver, Msg, SendData, ShardKey, Stable, TraceContext
 from .ordered import ProtocolError
 from .sst import SST
 
@@ -53,6 +53,9 @@ class RawShard:
         self.max_inflight_bytes = max_inflight_bytes
         self.pending: deque[Msg] = deque()
         self.pending_bytes = 0
+        # My messages in this shard are numbered 0, 1, 2, ... across views: (my node, msg_no)
+        # identifies a message, so a resend in a later view can be recognised.
+        self.next_msg_no = 0
         # My sent messages not yet received everywhere, for receipts and the window.
         self.unacked: deque[Msg] = deque()
         self.unacked_bytes = 0
@@ -64,6 +67,21 @@ class RawShard:
             raise ValueError(f"node {self.my_node} is not a sender in shard {self.key}")
         self.pending.append(msg)
         self.pending_bytes += len(msg.payload)
+
+    def submit_many(self, payloads: list[bytes | memoryview], traces: dict[int, TraceContext] | None = None) -> int:
+        """Queue a batch of my messages; returns the msg_no of the first (the rest follow on)."""
+        if self.my_sender_rank < 0:
+            raise ValueError(f"node {self.my_node} is not a sender in shard {self.key}")
+        first = self.next_msg_no
+        me = self.my_node
+        if traces:
+            msgs = [Msg(me, first + k, p, traces.get(k)) for k, p in enumerate(payloads)]
+        else:
+            msgs = [Msg(me, first + k, p) for k, p in enumerate(payloads)]
+        self.next_msg_no = first + len(msgs)
+        self.pending.extend(msgs)
+        self.pending_bytes += sum(map(len, payloads))
+        return first
 
     def receive(self, sender: int, first_index: int, messages: list[Msg]) -> None:
         try:
@@ -86,6 +104,11 @@ class RawShard:
     def flush(self) -> None:
         if self.my_sender_rank < 0:
             return
+        # With no peers every send is at once received everywhere, freeing the window again.
+        while self._acknowledge() and self._send_pending() and not self.peers:
+            pass
+
+    def _acknowledge(self) -> bool:
         rows = self.sst.rows
         col = self.col_received_from[self.my_sender_rank]
         everywhere = min(rows[r][col] for r in self.member_rows)
@@ -97,12 +120,12 @@ class RawShard:
             stable.append(msg)
         if stable:
             self.out.append(Stable(self.key, stable))
-        self._send_pending()
+        return True
 
-    def _send_pending(self) -> None:
+    def _send_pending(self) -> bool:
         pending = self.pending
         if not pending:
-            return
+            return False
         index = self.sst.own[self.col_sent]
         first_index = index
         batch: list[Msg] = []
@@ -120,7 +143,7 @@ class RawShard:
             self.unacked_bytes += size
             batch.append(msg)
         if not batch:
-            return
+            return False
         self.sst.set(self.col_sent, index)
         my_rank = self.my_sender_rank
         self.received[my_rank] = index
@@ -129,8 +152,7 @@ class RawShard:
             self.out.append(SendData(self.key, self.peers, first_index, batch))
         # A raw message is delivered locally as soon as it is sent.
         self.out.append(Deliver(self.key, self.vid, False, list(batch)))
-        if not self.peers:
-            self.flush()
+        return True
 
     def frontiers(self) -> dict[str, int]:
         return {

@@ -47,6 +47,8 @@ class SST:
         """
         if rank == self.my_rank:
             raise ValueError("a member never merges diffs into its own row")
+        if len(diff) % 2:
+            raise ValueError(f"row diff has {len(diff)} entries; it must be [column, value] pairs")
         row = self.rows[rank]
         grew = False
         columns = self.columns

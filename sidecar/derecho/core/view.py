@@ -43,6 +43,8 @@ class View:
                     if node in seen:
                         raise ValueError(f"node {node} is in two shards of subgroup {sg}")
                     seen.add(node)
+                if len(set(shard.senders)) != len(shard.senders):
+                    raise ValueError(f"subgroup {sg} shard {sh} lists a sender twice: {list(shard.senders)}")
                 for node in shard.senders:
                     if node not in shard.members:
                         raise ValueError(f"subgroup {sg} shard {sh}: sender {node} is not a member of the shard")

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..core.actions import Msg, ShardKey
+from ..core.actions import ShardKey
 
 if TYPE_CHECKING:
     from .sidecar import Sidecar
@@ -52,15 +52,15 @@ class SidecarMetrics:
         )
         r.register(_StateCollector(sidecar))
 
-    def sent(self, key: ShardKey, messages: list[Msg]) -> None:
+    def sent(self, key: ShardKey, count: int, nbytes: int) -> None:
         label = shard_label(key)
-        self.messages_sent.labels(label).inc(len(messages))
-        self.bytes_sent.labels(label).inc(sum(len(m.payload) for m in messages))
+        self.messages_sent.labels(label).inc(count)
+        self.bytes_sent.labels(label).inc(nbytes)
 
-    def delivered(self, key: ShardKey, messages: list[Msg]) -> None:
+    def delivered(self, key: ShardKey, count: int, nbytes: int) -> None:
         label = shard_label(key)
-        self.messages_delivered.labels(label).inc(len(messages))
-        self.bytes_delivered.labels(label).inc(sum(len(m.payload) for m in messages))
+        self.messages_delivered.labels(label).inc(count)
+        self.bytes_delivered.labels(label).inc(nbytes)
 
 
 class _StateCollector(Collector):

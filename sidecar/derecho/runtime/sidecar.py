@@ -14,10 +14,12 @@ import logging
 import os
 import signal
 import time
+from collections import deque
+from itertools import accumulate
 from typing import Any
 
 from ..config import SidecarConfig
-from ..core.actions import Action, Deliver, Msg, SendData, SendRow, ShardKey, Stable, version_of
+from ..core.actions import Action, Deliver, Msg, SendData, SendRow, ShardKey, Stable
 from ..core.group import GroupCore
 from ..core.ordered import ProtocolError
 from ..wire import frames
@@ -48,8 +50,12 @@ class Sidecar:
         self.halted: str | None = None
         self.started_at = time.time()
         self.peer_state: dict[int, str] = {n: "connecting" for n in self.core.peers}
-        # msg_no -> (session, request id, submit time): who to tell when it is delivered.
-        self.receipts: dict[int, tuple[ClientSession, Any, float]] = {}
+        # Per shard, my accepted SEND batches in msg_no order: (first msg_no, request ids,
+        # session, submit time). My messages are delivered in msg_no order (FIFO per sender),
+        # so receipts are answered from the front, a slice of request ids at a time.
+        self.receipts: dict[ShardKey, deque[tuple[int, list[Any], ClientSession, float]]] = {
+            key: deque() for key in self.core.shards
+        }
         self.metrics = SidecarMetrics(self)
         self._dirty: set[FramedConnection] = set()
         self._turn_scheduled = False
@@ -146,64 +152,71 @@ class Sidecar:
             elif isinstance(action, Deliver):
                 self._deliver(action)
             elif isinstance(action, Stable):
-                self._receipts(action.messages, -1)
+                self._receipts(action.shard, action.messages, -1)
 
     def _send_data(self, action: SendData) -> None:
         sg, sh = action.shard
         index = action.first_index
-        for batch in _cut(action.messages):
+        nbytes = 0
+        for batch, sizes in _cut(action.messages):
             header: dict[str, Any] = {
                 "t": T.DATA,
                 "sg": sg,
                 "sh": sh,
                 "i": index,
                 "m": [m.msg_no for m in batch],
-                "n": [len(m.payload) for m in batch],
+                "n": sizes,
             }
-            traces = {pos: m.trace for pos, m in enumerate(batch) if m.trace}
+            traces = {pos: m.trace for pos, m in enumerate(batch) if m.trace is not None}
             if traces:
                 header["x"] = traces
             self.mesh.send(action.to, frames.encode_parts(header, [m.payload for m in batch]))
             index += len(batch)
-        self.metrics.sent(action.shard, action.messages)
+            nbytes += sum(sizes)
+        self.metrics.sent(action.shard, len(action.messages), nbytes)
 
     def _deliver(self, action: Deliver) -> None:
         messages = action.messages
         key = action.shard
-        self.metrics.delivered(key, messages)
         subscribers = [s for s in self.clients.sessions if key in s.subscriptions]
-        if subscribers:
-            vid = action.vid
-            limit = self.config.client.max_buffered_bytes
-            for batch in _cut(messages):
-                if action.ordered:
-                    versions = [version_of(vid, m.seq) for m in batch]
-                else:
-                    versions = [-1] * len(batch)
-                header: dict[str, Any] = {
-                    "t": T.DELIVER,
-                    "sg": key[0],
-                    "sh": key[1],
-                    "v": versions,
-                    "q": [m.seq for m in batch],
-                    "s": [m.sender for m in batch],
-                    "n": [len(m.payload) for m in batch],
-                }
-                traces = {pos: m.trace for pos, m in enumerate(batch) if m.trace}
-                if traces:
-                    header["x"] = traces
-                parts = frames.encode_parts(header, [m.payload for m in batch])
-                for session in subscribers:
-                    if session.conn.closed:
-                        continue
-                    session.conn.write(parts)
-                    if session.conn.buffered_out > limit:
-                        self._cut_off_slow_consumer(session, limit)
+        nbytes = 0
+        vid = action.vid
+        limit = self.config.client.max_buffered_bytes
+        for batch, sizes in _cut(messages):
+            nbytes += sum(sizes)
+            if not subscribers:
+                continue
+            seqs = [m.seq for m in batch]
+            if action.ordered:
+                base = vid << 32
+                versions = [base | q for q in seqs]
+            else:
+                versions = [-1] * len(batch)
+            header: dict[str, Any] = {
+                "t": T.DELIVER,
+                "sg": key[0],
+                "sh": key[1],
+                "v": versions,
+                "q": seqs,
+                "s": [m.sender for m in batch],
+                "n": sizes,
+            }
+            traces = {pos: m.trace for pos, m in enumerate(batch) if m.trace is not None}
+            if traces:
+                header["x"] = traces
+            parts = frames.encode_parts(header, [m.payload for m in batch])
+            for session in subscribers:
+                if session.conn.closed:
+                    continue
+                session.conn.write(parts)
+                if session.conn.buffered_out > limit:
+                    self._cut_off_slow_consumer(session, limit)
+        self.metrics.delivered(key, len(messages), nbytes)
         if action.ordered:
             me = self.node_id
             own = [m for m in messages if m.sender == me]
             if own:
-                self._receipts(own, action.vid)
+                self._receipts(key, own, vid)
 
     def _cut_off_slow_consumer(self, session: ClientSession, limit: int) -> None:
         log.warning("client %d fell more than %d bytes behind on deliveries; disconnecting it", session.number, limit)
@@ -217,29 +230,30 @@ class Sidecar:
         session.subscriptions.clear()
         session.conn.close()
 
-    def _receipts(self, messages: list[Msg], vid: int) -> None:
-        receipts = self.receipts
-        by_session: dict[ClientSession, tuple[list[Any], list[int], list[int]]] = {}
-        now = time.monotonic()
-        first_latency: float | None = None
-        for m in messages:
-            entry = receipts.pop(m.msg_no, None)
-            if entry is None:
+    def _receipts(self, key: ShardKey, own: list[Msg], vid: int) -> None:
+        batches = self.receipts[key]
+        base = vid << 32 if vid >= 0 else -1
+        i = 0
+        while i < len(own) and batches:
+            first, requests, session, submitted = batches[0]
+            start = own[i].msg_no - first
+            if start >= len(requests):  # cannot happen while delivery is FIFO per sender
+                log.error("receipt bookkeeping out of step at msg_no %d; dropping a batch", own[i].msg_no)
+                batches.popleft()
                 continue
-            session, request, submitted = entry
-            if first_latency is None:
-                first_latency = now - submitted
-            lists = by_session.get(session)
-            if lists is None:
-                lists = by_session[session] = ([], [], [])
-            lists[0].append(request)
-            lists[1].append(version_of(vid, m.seq) if vid >= 0 else -1)
-            lists[2].append(m.seq)
-        if first_latency is not None:
-            self.metrics.delivery_latency.observe(first_latency)
-        for session, (requests, versions, seqs) in by_session.items():
-            session.outstanding -= len(requests)
-            session.conn.write([frames.encode({"t": T.RECEIPTS, "r": requests, "v": versions, "q": seqs})])
+            take = min(len(own) - i, len(requests) - start)
+            chunk = own[i : i + take]
+            seqs = [m.seq for m in chunk]
+            versions = [base | q for q in seqs] if base >= 0 else [-1] * take
+            if i == 0:
+                self.metrics.delivery_latency.observe(time.monotonic() - submitted)
+            session.outstanding -= take
+            session.conn.write(
+                [frames.encode({"t": T.RECEIPTS, "r": requests[start : start + take], "v": versions, "q": seqs})]
+            )
+            i += take
+            if start + take == len(requests):
+                batches.popleft()
 
     def _apply_backpressure(self) -> None:
         pending = self.core.pending_bytes()
@@ -310,14 +324,19 @@ class Sidecar:
             raise ProtocolError(f"DATA frame is missing or garbles {exc}") from None
         if len(msg_nos) != len(sizes) or sum(sizes) != len(payload):
             raise ProtocolError("DATA frame sizes do not add up to its payload")
-        view = memoryview(payload)
-        msgs: list[Msg] = []
-        offset = 0
-        single = len(sizes) == 1
-        for pos, size in enumerate(sizes):
-            body = payload if single else view[offset : offset + size]
-            offset += size
-            msgs.append(Msg(node, msg_nos[pos], body, traces.get(pos)))
+        if len(sizes) == 1:
+            msgs = [Msg(node, msg_nos[0], payload, traces.get(0))]
+        else:
+            ends = accumulate(sizes)
+            if traces:
+                msgs = [
+                    Msg(node, no, payload[end - size : end], traces.get(pos))
+                    for pos, (no, end, size) in enumerate(zip(msg_nos, ends, sizes, strict=True))
+                ]
+            else:
+                msgs = [
+                    Msg(node, no, payload[end - size : end]) for no, end, size in zip(msg_nos, ends, sizes, strict=True)
+                ]
         self.core.receive_data(node, key, first, msgs)
 
     # -- applications -------------------------------------------------------------------------
@@ -354,25 +373,28 @@ class Sidecar:
         if self.node_id not in self.view.shard(key).senders:
             raise RequestError(ErrorCode.NOT_A_SENDER, f"member {self.node_id} is not a sender in shard {key}")
         limit = self.config.multicast.max_message_size
-        traces = header.get("x") or {}
-        view = memoryview(payload)
-        single = len(sizes) == 1
-        offset = 0
-        now = time.monotonic()
-        submit = self.core.submit
-        receipts = self.receipts
-        for pos, size in enumerate(sizes):
-            if size > limit:
-                session.error(
-                    requests[pos], ErrorCode.TOO_LARGE, f"message of {size} bytes exceeds max_message_size {limit}"
-                )
-                offset += size
-                continue
-            body = payload if single else view[offset : offset + size]
-            offset += size
-            msg = submit(key, body, traces.get(pos))
-            receipts[msg.msg_no] = (session, requests[pos], now)
-        session.outstanding += len(sizes)
+        traces = header.get("x") or None
+        if len(sizes) == 1:
+            payloads: list[bytes | memoryview] = [payload]
+        else:
+            ends = list(accumulate(sizes))
+            payloads = [payload[end - size : end] for end, size in zip(ends, sizes, strict=True)]
+        if max(sizes) > limit:
+            # Refuse only the oversized ones; the rest of the batch goes ahead.
+            keep = [pos for pos, size in enumerate(sizes) if size <= limit]
+            for pos, size in enumerate(sizes):
+                if size > limit:
+                    session.error(
+                        requests[pos], ErrorCode.TOO_LARGE, f"message of {size} bytes exceeds max_message_size {limit}"
+                    )
+            payloads = [payloads[pos] for pos in keep]
+            traces = {new: traces[old] for new, old in enumerate(keep) if old in traces} if traces else None
+            requests = [requests[pos] for pos in keep]
+            if not payloads:
+                return
+        first = self.core.submit_batch(key, payloads, traces)
+        self.receipts[key].append((first, requests, session, time.monotonic()))
+        session.outstanding += len(requests)
         self._schedule()
 
     def client_gone(self, session: ClientSession) -> None:
@@ -409,31 +431,43 @@ class Sidecar:
         }
 
 
-def _cut(messages: list[Msg]) -> list[list[Msg]]:
-    """Split a batch into runs of about BATCH_BYTES of payload (a big message travels alone)."""
-    total = 0
-    for m in messages:
-        total += len(m.payload)
-    if total <= BATCH_BYTES:
-        return [messages]
-    runs: list[list[Msg]] = []
-    run: list[Msg] = []
+def _cut(messages: list[Msg]) -> list[tuple[list[Msg], list[int]]]:
+    """Split a batch into runs of about BATCH_BYTES of payload (a big message travels alone),
+    each with its payload sizes."""
+    sizes = [len(m.payload) for m in messages]
+    if sum(sizes) <= BATCH_BYTES:
+        return [(messages, sizes)]
+    runs: list[tuple[list[Msg], list[int]]] = []
+    start = 0
     size = 0
-    for m in messages:
-        n = len(m.payload)
-        if run and size + n > BATCH_BYTES:
-            runs.append(run)
-            run = []
+    for pos, n in enumerate(sizes):
+        if pos > start and size + n > BATCH_BYTES:
+            runs.append((messages[start:pos], sizes[start:pos]))
+            start = pos
             size = 0
-        run.append(m)
         size += n
-    if run:
-        runs.append(run)
+    runs.append((messages[start:], sizes[start:]))
     return runs
 
 
 def run(config: SidecarConfig) -> int:
-    """Run one member until SIGTERM or SIGINT; returns the process exit code."""
+    """Run one member until SIGTERM or SIGINT; returns the process exit code.
+
+    DERECHO_PROFILE=FILE writes a cProfile of the whole run to FILE (for bench/ work).
+    """
+    profile_to = os.environ.get("DERECHO_PROFILE")
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(_run, config)
+        finally:
+            profiler.dump_stats(f"{profile_to}.{config.node_id}")
+    return _run(config)
+
+
+def _run(config: SidecarConfig) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

@@ -39,11 +39,16 @@ def encode(header: dict[str, Any], payload: bytes | memoryview = b"") -> bytes:
 
 
 def encode_parts(header: dict[str, Any], payloads: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
-    """Chunks that, written in order, form one frame whose payload is the payloads joined."""
-    total = 0
-    for p in payloads:
-        total += len(p)
-    return [encode_header(header, total), *payloads]
+    """Chunks that, written in order, form one frame whose payload is the payloads joined.
+
+    Several payloads are joined into one chunk (a single C-level copy, cheaper than handing
+    the transport many small pieces); a lone payload is passed through untouched.
+    """
+    if len(payloads) == 1:
+        body = payloads[0]
+        return [encode_header(header, len(body)), body]
+    body = b"".join(payloads)
+    return [encode_header(header, len(body)), body]
 
 
 @dataclass(slots=True)

@@ -1,0 +1,159 @@
+"""Throughput and latency of a local derecho group, through the client API.
+
+Starts a local group (real sidecar processes on 127.0.0.1) and one application process per
+member. Every application sends `--count` messages (pipelined, at most `--window` without a
+receipt) and reads every delivery of the shard; a member's rate is what its application
+received divided by the time from the common start to its last delivery. Reported: the
+minimum over members (every member delivers everything).
+
+    python bench/throughput.py --size 100 --size 10240 --size 1048576
+    python bench/throughput.py --latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from derecho.client import Client
+from derecho.localgroup import LocalGroup
+
+
+def _app(socket: str, count: int, size: int, window: int, total: int, start_at: float, out: Any) -> None:
+    import uvloop
+
+    async def main() -> dict[str, Any]:
+        client = await Client.connect(socket)
+        stream = client.deliveries()
+        payload = b"x" * size
+        # All apps start sending at the same wall-clock moment.
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        began = time.time()
+
+        async def send() -> None:
+            inflight: list[asyncio.Future[Any]] = []
+            for _ in range(count):
+                inflight.append(client.submit(payload))
+                if len(inflight) >= window:
+                    await inflight[0]
+                    inflight = [f for f in inflight if not f.done()]
+                    await client.writable()
+            if inflight:
+                await asyncio.gather(*inflight)
+
+        delivered = 0
+        nbytes = 0
+        sender = asyncio.create_task(send())
+        while delivered < total:
+            batch = await stream.next_batch()
+            delivered += len(batch)
+            nbytes += sum(map(len, batch.payloads))
+        finished = time.time()
+        await sender
+        await client.close()
+        return {"delivered": delivered, "bytes": nbytes, "seconds": finished - began}
+
+    import os
+
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(uvloop.run, main())
+        profiler.dump_stats(f"{os.environ['BENCH_PROFILE']}.app.{os.getpid()}")
+        out.put(result)
+        return
+    out.put(uvloop.run(main()))
+
+
+def measure(group: LocalGroup, size: int, count: int, window: int) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    members = len(group.members)
+    total = count * members
+    start_at = time.time() + 1.5  # time for the app processes to import and connect
+    procs = [
+        ctx.Process(target=_app, args=(str(m.socket), count, size, window, total, start_at, queue))
+        for m in group.members
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    slowest = max(r["seconds"] for r in results)
+    return {
+        "size": size,
+        "members": members,
+        "messages_per_member": total,
+        "msgs_per_s": total / slowest,
+        "bytes_per_s": total * size / slowest,
+        "seconds": slowest,
+    }
+
+
+async def latency(group: LocalGroup, sends: int) -> dict[str, float]:
+    client = await Client.connect(group.members[0].socket)
+    samples = []
+    for _ in range(50):  # warm up
+        await client.send(b"x" * 100)
+    for _ in range(sends):
+        t0 = time.perf_counter()
+        await client.send(b"x" * 100)
+        samples.append(time.perf_counter() - t0)
+    await client.close()
+    samples.sort()
+    return {
+        "p50_ms": 1000 * samples[len(samples) // 2],
+        "p99_ms": 1000 * samples[int(len(samples) * 0.99)],
+        "mean_ms": 1000 * statistics.fmean(samples),
+    }
+
+
+def default_count(size: int) -> int:
+    return max(200, min(200_000, 20_000_000 // max(size, 1)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--size", type=int, action="append", help="payload bytes (repeatable)")
+    parser.add_argument("--count", type=int, help="messages per sending app (default: by size)")
+    parser.add_argument("--window", type=int, default=4000, help="sends in flight per app")
+    parser.add_argument("--latency", action="store_true", help="also measure one-in-flight 100 B latency")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    sizes = args.size or [100, 10240, 1 << 20]
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="derecho-bench-") as tmp:
+        group = LocalGroup(Path(tmp), args.members, group="bench", log_level="warning")
+        asyncio.run(group.start())
+        try:
+            for size in sizes:
+                window = args.window if size <= 16384 else max(4, (64 << 20) // size)
+                results.append(measure(group, size, args.count or default_count(size), window))
+            lat = asyncio.run(latency(group, 2000)) if args.latency else None
+        finally:
+            asyncio.run(group.stop())
+    if args.json:
+        json.dump({"throughput": results, "latency": lat}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'size':>9} {'msgs/s at every member':>24} {'MB/s':>10}")
+    for r in results:
+        print(f"{r['size']:>9} {r['msgs_per_s']:>24,.0f} {r['bytes_per_s'] / 1e6:>10,.1f}")
+    if lat:
+        print(f"latency 100 B, one in flight: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
