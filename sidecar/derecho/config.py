@@ -59,13 +59,23 @@ class SubgroupConfig(_Strict):
 
 class MulticastConfig(_Strict):
     window: Annotated[int, Field(strict=True, ge=1, le=1 << 20)] = 4096
-    max_inflight_bytes: Annotated[int, Field(strict=True, ge=1)] = 256 << 20
+    max_inflight_bytes: Annotated[int, Field(strict=True, ge=1)] = 64 << 20
     max_message_size: Annotated[int, Field(strict=True, ge=1, le=1 << 31)] = 64 << 20
 
 
 class ClientConfig(_Strict):
-    max_buffered_bytes: Annotated[int, Field(strict=True, ge=1 << 16)] = 256 << 20
+    hold_bytes: Annotated[int, Field(strict=True, ge=1 << 16)] = 32 << 20
+    slow_reader_timeout: Annotated[float, Field(gt=0)] = 10.0
+    max_buffered_bytes: Annotated[int, Field(strict=True, ge=1 << 16)] = 1 << 30
     max_pending_bytes: Annotated[int, Field(strict=True, ge=1 << 16)] = 256 << 20
+
+    @model_validator(mode="after")
+    def _limits(self) -> ClientConfig:
+        if self.max_buffered_bytes <= self.hold_bytes:
+            raise ValueError(
+                f"max_buffered_bytes ({self.max_buffered_bytes}) must exceed hold_bytes ({self.hold_bytes})"
+            )
+        return self
 
 
 class HttpConfig(_Strict):

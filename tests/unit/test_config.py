@@ -51,7 +51,7 @@ def test_minimal_config_and_its_defaults():
     assert cfg.socket_path == Path("/var/lib/derecho/derecho.sock")
     assert cfg.me.id == 1 and cfg.me.host_port == ("10.0.0.1", 24000)
     assert cfg.multicast.window == 4096
-    assert cfg.multicast.max_inflight_bytes == 256 << 20
+    assert cfg.multicast.max_inflight_bytes == 64 << 20
     assert cfg.multicast.max_message_size == 64 << 20
     assert cfg.http.address == "127.0.0.1:0"
     assert cfg.log.level == "info" and cfg.log.format == "text"

@@ -60,7 +60,7 @@ from derecho.core.view import DeliveryMode, ShardLayout, View
 
 TESTDATA = Path(__file__).parent / "testdata"
 KEY = (0, 0)
-ORDERED_NAMES = ("sent", "received", "delivered")
+ORDERED_NAMES = ("sent", "received", "delivered", "released")
 assert len(ORDERED_NAMES) == ORDERED_COLUMNS
 
 

@@ -25,9 +25,11 @@ from ..wire import frames
 from ..wire.types import ErrorCode, T
 
 BATCH_BYTES = 1 << 20
-# What one delivery stream may hold unread before the client stops reading the socket (and
-# the sidecar, seeing its buffer grow, eventually disconnects the application).
+# What one delivery stream may hold unread before the client stops reading the socket; the
+# sidecar then sees the application fall behind and slows the group to its pace (for at most
+# client.slow_reader_timeout, after which it disconnects the application).
 STREAM_BUFFER_MESSAGES = 100_000
+STREAM_BUFFER_BYTES = 64 << 20
 
 
 class DerechoError(Exception):
@@ -139,6 +141,7 @@ class DeliveryStream:
         self._batches: deque[DeliveryBatch] = deque()
         self._pos = 0  # next unread message of the first batch
         self.unread = 0
+        self.unread_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._ended = False
@@ -157,6 +160,7 @@ class DeliveryStream:
         item = batch[self._pos]
         self._pos += 1
         self.unread -= 1
+        self.unread_bytes -= len(item.payload)
         if self._pos == len(batch):
             self._batches.popleft()
             self._pos = 0
@@ -187,6 +191,7 @@ class DeliveryStream:
             )
             self._pos = 0
         self.unread -= len(batch)
+        self.unread_bytes -= sum(map(len, batch.payloads))
         if not self._batches:
             self._client._stream_drained()
         return batch
@@ -205,6 +210,7 @@ class DeliveryStream:
     def _push(self, batch: DeliveryBatch) -> None:
         self._batches.append(batch)
         self.unread += len(batch)
+        self.unread_bytes += sum(map(len, batch.payloads))
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
@@ -489,12 +495,15 @@ class Client:
         batch = DeliveryBatch(key[0], key[1], header["v"], header["q"], header["s"], payloads, header.get("x"))
         for stream in streams:
             stream._push(batch)
-            if stream.unread > STREAM_BUFFER_MESSAGES and not self._reading_paused and self._transport:
+            full = stream.unread > STREAM_BUFFER_MESSAGES or stream.unread_bytes > STREAM_BUFFER_BYTES
+            if full and not self._reading_paused and self._transport:
                 self._reading_paused = True
                 self._transport.pause_reading()
 
     def _stream_drained(self) -> None:
-        if self._reading_paused and all(s.unread < STREAM_BUFFER_MESSAGES // 2 for s in self._streams):
+        if self._reading_paused and all(
+            s.unread < STREAM_BUFFER_MESSAGES // 2 and s.unread_bytes < STREAM_BUFFER_BYTES // 2 for s in self._streams
+        ):
             self._reading_paused = False
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.resume_reading()

@@ -7,6 +7,10 @@ needs no sequencer. Three counters per member live in the SST:
 - SENT: how many indexes this member has used as a sender (real messages and nulls).
 - RECEIVED: the first global seq this member has not received (every seq below it is here).
 - DELIVERED: how many seqs this member has delivered.
+- RELEASED: how far senders may count this member as done for flow control: DELIVERED,
+  except while the driver holds it back because a local application reads slowly. That
+  couples the senders' window to the applications' pace, so buffers stay bounded; the
+  driver bounds how long a hold may last (a reader that stays behind is cut off).
 
 A message is stable when every member's RECEIVED is past it, and stable messages are
 delivered in seq order, all that are ready at once (receiver-side batching). An idle sender
@@ -25,8 +29,8 @@ from collections import deque
 from .actions import Deliver, Msg, SendData, ShardKey, TraceContext
 from .sst import SST
 
-SENT, RECEIVED, DELIVERED = 0, 1, 2
-ORDERED_COLUMNS = 3
+SENT, RECEIVED, DELIVERED, RELEASED = 0, 1, 2, 3
+ORDERED_COLUMNS = 4
 
 
 class ProtocolError(ValueError):
@@ -64,6 +68,8 @@ class OrderedShard:
         self.col_sent = base_column + SENT
         self.col_received = base_column + RECEIVED
         self.col_delivered = base_column + DELIVERED
+        self.col_released = base_column + RELEASED
+        self.held = False
         self.member_rows = [view_ranks[n] for n in members]
         self.sender_rows = [view_ranks[n] for n in senders]
         self.window = window
@@ -140,11 +146,13 @@ class OrderedShard:
         sst = self.sst
         rows = sst.rows
         while True:
-            self._release_window(min(rows[r][self.col_delivered] for r in self.member_rows))
+            self._release_window(min(rows[r][self.col_released] for r in self.member_rows))
             sent_any = self._send_pending()
             self._send_nulls()
             self._update_received()
             delivered_any = self._deliver(min(rows[r][self.col_received] for r in self.member_rows))
+            if not self.held:
+                sst.set(self.col_released, sst.own[self.col_delivered])
             if not (self.pending and (sent_any or delivered_any)):
                 return
 
@@ -239,6 +247,10 @@ class OrderedShard:
             self.out.append(Deliver(self.key, self.vid, True, batch))
         return True
 
+    def hold(self, held: bool) -> None:
+        """Stop (or resume) reporting my deliveries as done for the senders' flow control."""
+        self.held = held
+
     # -- introspection ----------------------------------------------------------------------
 
     def frontiers(self) -> dict[str, int]:
@@ -250,6 +262,7 @@ class OrderedShard:
             "delivered": own[self.col_delivered],
             "stable": min(rows[r][self.col_received] for r in self.member_rows),
             "delivered_everywhere": min(rows[r][self.col_delivered] for r in self.member_rows),
+            "released": own[self.col_released],
             "pending": len(self.pending),
             "inflight": len(self.inflight),
         }

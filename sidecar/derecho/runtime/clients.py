@@ -34,6 +34,9 @@ class ClientSession:
     subscriptions: set[ShardKey] = field(default_factory=set)
     # Messages sent and not yet answered with a receipt.
     outstanding: int = 0
+    # Set while the application reads its deliveries slower than they come (its socket
+    # buffer is above client.hold_bytes); the loop time at which it fell behind.
+    behind_since: float | None = None
 
     def error(self, request: Any, code: ErrorCode, message: str) -> None:
         self.conn.write([frames.encode({"t": T.ERROR, "r": request, "c": int(code), "m": message})])
@@ -67,6 +70,8 @@ class ClientServer:
             on_error=self._on_error,
             on_close=self._on_close,
             on_writes=self.sidecar.connection_wrote,
+            on_write_pressure=self._on_write_pressure,
+            write_high_water=self.sidecar.config.client.hold_bytes,
             name="client",
         )
         self._numbers += 1
@@ -74,6 +79,9 @@ class ClientServer:
         conn.owner = session
         self.sessions.add(session)
         return conn
+
+    def _on_write_pressure(self, conn: FramedConnection, backed_up: bool) -> None:
+        self.sidecar.reader_pressure(conn.owner, backed_up)  # type: ignore[arg-type]
 
     def _on_close(self, conn: FramedConnection, exc: Exception | None) -> None:
         session: ClientSession = conn.owner  # type: ignore[assignment]

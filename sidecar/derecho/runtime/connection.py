@@ -31,6 +31,8 @@ class FramedConnection(asyncio.Protocol):
         on_error: ErrorHandler,
         on_close: CloseHandler,
         on_writes: Callable[[FramedConnection], None],
+        on_write_pressure: Callable[[FramedConnection, bool], None] | None = None,
+        write_high_water: int | None = None,
         name: str = "",
     ) -> None:
         self.decoder = FrameDecoder(max_payload)
@@ -38,6 +40,10 @@ class FramedConnection(asyncio.Protocol):
         self.on_error = on_error
         self.on_close = on_close
         self._on_writes = on_writes
+        self._on_write_pressure = on_write_pressure
+        self._write_high_water = write_high_water
+        # True while the kernel does not take our writes as fast as we make them.
+        self.backed_up = False
         self.name = name
         self.transport: asyncio.Transport | None = None
         self._out: list[bytes | memoryview] = []
@@ -52,6 +58,18 @@ class FramedConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio's classes
+        if self._write_high_water is not None:
+            self.transport.set_write_buffer_limits(high=self._write_high_water, low=self._write_high_water // 4)
+
+    def pause_writing(self) -> None:
+        self.backed_up = True
+        if self._on_write_pressure is not None:
+            self._on_write_pressure(self, True)
+
+    def resume_writing(self) -> None:
+        self.backed_up = False
+        if self._on_write_pressure is not None:
+            self._on_write_pressure(self, False)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:

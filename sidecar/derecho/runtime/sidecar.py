@@ -209,6 +209,8 @@ class Sidecar:
                 if session.conn.closed:
                     continue
                 session.conn.write(parts)
+                # The hold bounds what a slow reader accumulates to about hold_bytes plus the
+                # senders' windows; this cap is the last line if a configuration allows more.
                 if session.conn.buffered_out > limit:
                     self._cut_off_slow_consumer(session, limit)
         self.metrics.delivered(key, len(messages), nbytes)
@@ -219,16 +221,20 @@ class Sidecar:
                 self._receipts(key, own, vid)
 
     def _cut_off_slow_consumer(self, session: ClientSession, limit: int) -> None:
-        log.warning("client %d fell more than %d bytes behind on deliveries; disconnecting it", session.number, limit)
-        self.metrics.slow_consumers.inc()
-        session.error(
-            None,
-            ErrorCode.SLOW_CONSUMER,
+        self._disconnect_slow_reader(
+            session,
             f"this application fell more than {limit} bytes behind reading deliveries and was disconnected "
             "so the group is not held up; read deliveries faster, or raise client.max_buffered_bytes",
         )
+
+    def _disconnect_slow_reader(self, session: ClientSession, message: str) -> None:
+        log.warning("disconnecting client %d: %s", session.number, message)
+        self.metrics.slow_consumers.inc()
+        session.error(None, ErrorCode.SLOW_CONSUMER, message)
         session.subscriptions.clear()
+        session.behind_since = None
         session.conn.close()
+        self._update_holds()
 
     def _receipts(self, key: ShardKey, own: list[Msg], vid: int) -> None:
         batches = self.receipts[key]
@@ -399,6 +405,42 @@ class Sidecar:
 
     def client_gone(self, session: ClientSession) -> None:
         self.metrics.clients_disconnected.inc()
+        if session.behind_since is not None:
+            session.behind_since = None
+            self._update_holds()
+
+    def reader_pressure(self, session: ClientSession, behind: bool) -> None:
+        """An application fell behind reading deliveries (or caught up again).
+
+        While one does, this member holds back its RELEASED counter, so senders' windows
+        close and the group slows to the reader's pace instead of buffering without bound.
+        A reader still behind after client.slow_reader_timeout is disconnected, which ends
+        the hold: one stuck application delays the group for a bounded time, never forever.
+        """
+        if behind and session.behind_since is None:
+            assert self.loop is not None
+            since = session.behind_since = self.loop.time()
+            self.loop.call_later(self.config.client.slow_reader_timeout, self._check_slow_reader, session, since)
+        elif not behind:
+            session.behind_since = None
+        self._update_holds()
+
+    def _check_slow_reader(self, session: ClientSession, since: float) -> None:
+        if session.behind_since == since and not session.conn.closed:
+            timeout = self.config.client.slow_reader_timeout
+            self._disconnect_slow_reader(
+                session,
+                f"this application read no deliveries fast enough for {timeout:g} s while more than "
+                f"{self.config.client.hold_bytes} bytes waited for it, and was disconnected so the group can go "
+                "on; read deliveries faster, or raise client.slow_reader_timeout / client.hold_bytes",
+            )
+
+    def _update_holds(self) -> None:
+        for key, shard in self.core.shards.items():
+            held = any(s.behind_since is not None and key in s.subscriptions for s in self.clients.sessions)
+            if held != getattr(shard, "held", False) and hasattr(shard, "hold"):
+                shard.hold(held)
+        self._schedule()
 
     # -- introspection ------------------------------------------------------------------------
 
