@@ -84,6 +84,7 @@ class LocalGroup:
         group: str = "local",
         settings: dict[str, Any] | None = None,
         log_level: str = "info",
+        env: dict[str, str] | None = None,
     ) -> None:
         if not 1 <= members <= MAX_MEMBERS:
             raise LocalGroupError(f"--members must be between 1 and {MAX_MEMBERS}, got {members}")
@@ -91,6 +92,8 @@ class LocalGroup:
         self.group = group
         self.settings = settings or {}
         self.log_level = log_level
+        # Extra environment for every member (OTEL_* for tracing, for example).
+        self.env = env or {}
         ports = free_ports(members)
         self.members = [LocalMember(i, self.directory / f"member-{i}", ports[i]) for i in range(members)]
 
@@ -123,9 +126,15 @@ class LocalGroup:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env, **self.member_env(member)},
             start_new_session=True,  # Ctrl-C goes to `derecho up`, which stops members in order
         )
         log.close()
+
+    def member_env(self, member: LocalMember) -> dict[str, str]:
+        if "OTEL_TRACES_EXPORTER" in self.env and "OTEL_SERVICE_NAME" not in self.env:
+            return {"OTEL_SERVICE_NAME": f"derecho-member-{member.node_id}"}
+        return {}
 
     async def start(self, timeout: float = 30.0) -> None:
         self.write_configs()

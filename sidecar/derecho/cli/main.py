@@ -33,9 +33,13 @@ def sidecar(config_path: Path, log_format: str | None) -> None:
         sys.exit(2)
     setup_logging(config.log.level, log_format or config.log.format, config.node_id)
     from ..runtime.sidecar import run
+    from ..tracing import TracingConfigError
 
     try:
         code = run(config)
+    except TracingConfigError as exc:
+        click.echo(f"derecho sidecar: bad tracing configuration: {exc}", err=True)
+        sys.exit(2)
     except OSError as exc:
         click.echo(f"derecho sidecar: cannot start member {config.node_id}: {exc}", err=True)
         sys.exit(1)

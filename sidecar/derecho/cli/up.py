@@ -23,9 +23,16 @@ from ..localgroup import MAX_MEMBERS, LocalGroup, LocalGroupError
     help="member i lives in DIR/member-<i>/",
 )
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
-def up(members: int, directory: Path, log_level: str) -> None:
+@click.option(
+    "--trace",
+    type=click.Choice(["none", "console", "otlp"]),
+    default=None,
+    help="members export spans: console (into each member's sidecar.log) or otlp (OTEL_EXPORTER_OTLP_ENDPOINT)",
+)
+def up(members: int, directory: Path, log_level: str, trace: str | None) -> None:
     """Start a local group and keep it running until Ctrl-C or SIGTERM."""
-    group = LocalGroup(directory, members, log_level=log_level)
+    env = {"OTEL_TRACES_EXPORTER": trace} if trace else None
+    group = LocalGroup(directory, members, log_level=log_level, env=env)
     try:
         asyncio.run(_run(group))
     except LocalGroupError as exc:

@@ -21,6 +21,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+from ..tracing import Tracer, destination, end_error, end_ok, provider_is_set
 from ..wire import frames
 from ..wire.types import ErrorCode, T
 
@@ -226,15 +227,18 @@ class DeliveryStream:
         self._end()
 
 
-class _Protocol(asyncio.Protocol):
+class _Protocol(asyncio.BufferedProtocol):
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.decoder = frames.FrameDecoder(1 << 31)
+        self.decoder = frames.FrameDecoder(1 << 31, large_as_bytes=True)
         self.can_write = asyncio.Event()
         self.can_write.set()
 
-    def data_received(self, data: bytes) -> None:
-        for item in self.decoder.feed(data):
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        for item in self.decoder.buffer_updated(nbytes):
             if isinstance(item, frames.Frame):
                 self.client._on_frame(item)
             else:  # the sidecar never sends bad frames; if it does, the stream is unusable
@@ -266,6 +270,10 @@ class Client:
         self._reading_paused = False
         self._failure: DerechoError | None = None
         self._closing = False
+        self.group = "derecho"
+        # Tracing: on when the application installed a tracer provider before connecting.
+        self._tracer: Tracer | None = None
+        self._send_spans: dict[int, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -290,6 +298,9 @@ class Client:
                 delay = min(delay * 2, 0.2)
         client._transport = transport  # type: ignore[assignment]
         client._protocol = protocol
+        if provider_is_set():
+            client._tracer = Tracer("derecho.client")
+        client.group = (await client._request(T.VIEW)).get("group", client.group)
         return client
 
     async def __aenter__(self) -> Client:
@@ -344,6 +355,10 @@ class Client:
         self._next_request += 1
         future: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
         self._pending[request] = future
+        if self._tracer is not None and trace is None:
+            started = self._tracer.start_send(destination(self.group, (subgroup, shard)), len(payload), self.path)
+            if started is not None:
+                self._send_spans[request], trace = started
         key = (subgroup, shard)
         queue = self._outgoing.get(key)
         if queue is None:
@@ -454,10 +469,15 @@ class Client:
             self._on_deliver(header, frame.payload)
         elif kind == T.RECEIPTS:
             pending = self._pending
+            spans = self._send_spans
             for request, version, seq in zip(header["r"], header["v"], header["q"], strict=True):
                 future = pending.pop(request, None)
                 if future is not None and not future.done():
                     future.set_result(Receipt(version, seq))
+                if spans:
+                    span = spans.pop(request, None)
+                    if span is not None:
+                        end_ok(span, **{"messaging.message.id": str(version), "derecho.seq": seq})
         elif kind == T.REPLY:
             future = self._pending.pop(header.get("r"), None)  # type: ignore[arg-type]
             if future is not None and not future.done():
@@ -481,6 +501,9 @@ class Client:
             future = self._pending.pop(r, None)
             if future is not None and not future.done():
                 future.set_exception(error_type(code, message))
+            span = self._send_spans.pop(r, None) if self._send_spans else None
+            if span is not None:
+                end_error(span, ErrorCode(code).name if code in ErrorCode._value2member_map_ else str(code), message)
 
     def _on_deliver(self, header: dict[str, Any], payload: bytes) -> None:
         key = (header["sg"], header["sh"])
@@ -492,7 +515,10 @@ class Client:
             payloads = [payload]
         else:
             payloads = [payload[end - size : end] for end, size in zip(accumulate(sizes), sizes, strict=True)]
-        batch = DeliveryBatch(key[0], key[1], header["v"], header["q"], header["s"], payloads, header.get("x"))
+        traces = header.get("x")
+        batch = DeliveryBatch(key[0], key[1], header["v"], header["q"], header["s"], payloads, traces)
+        if traces and self._tracer is not None:
+            self._tracer.record_deliver(destination(self.group, key), list(traces.values()), len(sizes), "app")
         for stream in streams:
             stream._push(batch)
             full = stream.unread > STREAM_BUFFER_MESSAGES or stream.unread_bytes > STREAM_BUFFER_BYTES

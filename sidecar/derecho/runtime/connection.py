@@ -22,7 +22,7 @@ ErrorHandler = Callable[["FramedConnection", FrameError], None]
 CloseHandler = Callable[["FramedConnection", Exception | None], None]
 
 
-class FramedConnection(asyncio.Protocol):
+class FramedConnection(asyncio.BufferedProtocol):
     def __init__(
         self,
         *,
@@ -71,10 +71,13 @@ class FramedConnection(asyncio.Protocol):
         if self._on_write_pressure is not None:
             self._on_write_pressure(self, False)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self.closed:
             return
-        for item in self.decoder.feed(data):
+        for item in self.decoder.buffer_updated(nbytes):
             if isinstance(item, Frame):
                 self.on_frame(self, item)
             else:
@@ -89,7 +92,7 @@ class FramedConnection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.truncated = self.decoder.buffered > 0 or self.decoder._header is not None
+        self.truncated = self.decoder.mid_frame
         self.closed = True
         self.on_close(self, exc)
 

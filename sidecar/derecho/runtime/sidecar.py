@@ -22,6 +22,7 @@ from ..config import SidecarConfig
 from ..core.actions import Action, Deliver, Msg, SendData, SendRow, ShardKey, Stable
 from ..core.group import GroupCore
 from ..core.ordered import ProtocolError
+from ..tracing import Tracer, destination, end_ok, setup_sidecar_tracing, shutdown_tracing
 from ..wire import frames
 from ..wire.types import ErrorCode, T
 from .clients import ClientServer, ClientSession, RequestError
@@ -74,11 +75,16 @@ class Sidecar:
         )
         self.clients = ClientServer(self, config.socket_path, mc.max_message_size + 4096)
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Tracing is off (None) unless OTEL_TRACES_EXPORTER names an exporter.
+        self.tracer: Tracer | None = None
+        self._publish_spans: dict[tuple[ShardKey, int], Any] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if setup_sidecar_tracing(self.node_id, self.config.group):
+            self.tracer = Tracer("derecho.sidecar")
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         await self.mesh.start()
         await self.clients.start()
@@ -119,6 +125,8 @@ class Sidecar:
         runner = getattr(self, "_http_runner", None)
         if runner is not None:
             await runner.cleanup()
+        if self.tracer is not None:
+            shutdown_tracing()
         with contextlib.suppress(FileNotFoundError):
             (self.config.data_dir / "sidecar.pid").unlink()
 
@@ -214,11 +222,27 @@ class Sidecar:
                 if session.conn.buffered_out > limit:
                     self._cut_off_slow_consumer(session, limit)
         self.metrics.delivered(key, len(messages), nbytes)
+        if self.tracer is not None:
+            self._trace_delivery(key, messages)
         if action.ordered:
             me = self.node_id
             own = [m for m in messages if m.sender == me]
             if own:
                 self._receipts(key, own, vid)
+
+    def _trace_delivery(self, key: ShardKey, messages: list[Msg]) -> None:
+        carriers = [m.trace for m in messages if m.trace]
+        if not carriers:
+            return
+        assert self.tracer is not None
+        dest = destination(self.config.group, key)
+        self.tracer.record_deliver(dest, carriers, len(messages), f"member {self.node_id}")
+        me = self.node_id
+        for m in messages:
+            if m.sender == me and m.trace:
+                span = self._publish_spans.pop((key, m.msg_no), None)
+                if span is not None:
+                    end_ok(span, **{"derecho.seq": m.seq})
 
     def _cut_off_slow_consumer(self, session: ClientSession, limit: int) -> None:
         self._disconnect_slow_reader(
@@ -343,6 +367,10 @@ class Sidecar:
                 msgs = [
                     Msg(node, no, payload[end - size : end]) for no, end, size in zip(msg_nos, ends, sizes, strict=True)
                 ]
+        if traces and self.tracer is not None:
+            self.tracer.record_receive(
+                destination(self.config.group, key), [(m.trace, node, m.msg_no) for m in msgs if m.trace], self.node_id
+            )
         self.core.receive_data(node, key, first, msgs)
 
     # -- applications -------------------------------------------------------------------------
@@ -399,9 +427,25 @@ class Sidecar:
             if not payloads:
                 return
         first = self.core.submit_batch(key, payloads, traces)
+        if traces and self.tracer is not None:
+            self._trace_publish(key, first, payloads, traces)
         self.receipts[key].append((first, requests, session, time.monotonic()))
         session.outstanding += len(requests)
         self._schedule()
+
+    def _trace_publish(
+        self, key: ShardKey, first: int, payloads: list[bytes | memoryview], traces: dict[int, Any]
+    ) -> None:
+        assert self.tracer is not None
+        dest = destination(self.config.group, key)
+        for pos, carrier in traces.items():
+            if not isinstance(carrier, dict):
+                continue
+            span, child = self.tracer.start_multicast(dest, carrier, len(payloads[pos]), self.node_id, first + pos)
+            # The message holds this very dict: peers and apps now see the publish span as parent.
+            carrier.clear()
+            carrier.update(child)
+            self._publish_spans[(key, first + pos)] = span
 
     def client_gone(self, session: ClientSession) -> None:
         self.metrics.clients_disconnected.inc()
@@ -445,7 +489,7 @@ class Sidecar:
     # -- introspection ------------------------------------------------------------------------
 
     def view_summary(self) -> dict[str, Any]:
-        return {"vid": self.view.vid, "members": list(self.view.members)}
+        return {"vid": self.view.vid, "members": list(self.view.members), "group": self.config.group}
 
     def waiting_for(self) -> str | None:
         if self.halted:

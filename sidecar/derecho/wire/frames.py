@@ -67,68 +67,123 @@ class FrameError:
 
 
 class FrameDecoder:
-    """Incremental reader: feed it bytes as they arrive, get whole frames and errors back."""
+    """Incremental reader, shaped for asyncio.BufferedProtocol: the socket reads straight
+    into `get_buffer()` and `buffer_updated(n)` returns the frames and errors completed.
 
-    __slots__ = ("_buf", "_chunks", "_chunks_need", "_header", "_skip", "broken", "max_payload")
+    Small frames are read into a staging buffer and copied out once. A large payload is
+    read directly into a buffer of its own size, allocated when its header arrives, so it
+    is never copied in user space (`large_as_bytes` trades one copy for a `bytes` object).
+    `feed(data)` serves callers that already hold the bytes.
+    """
 
-    def __init__(self, max_payload: int) -> None:
+    __slots__ = (
+        "_end",
+        "_large",
+        "_large_as_bytes",
+        "_large_fill",
+        "_large_header",
+        "_skip",
+        "_stage",
+        "_start",
+        "_view",
+        "broken",
+        "max_payload",
+    )
+
+    def __init__(self, max_payload: int, *, stage_size: int = 256 << 10, large_as_bytes: bool = False) -> None:
         self.max_payload = max_payload
-        self._buf = bytearray()
-        # A large payload being gathered: its header, its chunks and how many bytes are missing.
-        self._header: dict[str, Any] | None = None
-        self._chunks: list[bytes] = []
-        self._chunks_need = 0
+        self._stage = bytearray(stage_size)
+        self._view = memoryview(self._stage)
+        self._start = 0  # first byte not yet parsed
+        self._end = 0  # end of the bytes read into the stage
+        self._large: bytearray | None = None
+        self._large_fill = 0
+        self._large_header: dict[str, Any] = {}
+        self._large_as_bytes = large_as_bytes
         # Bytes of a refused frame still to be thrown away.
         self._skip = 0
         self.broken = False
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) + sum(len(c) for c in self._chunks)
+        """Bytes read but not yet returned as part of a frame."""
+        return self._end - self._start + (self._large_fill if self._large is not None else 0)
 
-    def feed(self, data: bytes) -> list[Frame | FrameError]:
-        if self.broken:
-            return []
+    @property
+    def mid_frame(self) -> bool:
+        """Whether part of a frame has been read (a disconnect now truncates it)."""
+        return self._large is not None or self._end > self._start or self._skip > 0
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        if self._large is not None:
+            return memoryview(self._large)[self._large_fill :]
+        if self._end == len(self._stage):
+            self._make_room()
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> list[Frame | FrameError]:
         out: list[Frame | FrameError] = []
-        view = memoryview(data)
-        if self._skip:
-            n = min(self._skip, len(view))
-            self._skip -= n
-            view = view[n:]
-        if self._header is not None:
-            n = min(self._chunks_need, len(view))
-            if n:
-                whole = n == len(data)  # the entire input belongs to the payload: keep it, no copy
-                self._chunks.append(data if whole else bytes(view[:n]))
-                self._chunks_need -= n
-                view = view[n:]
-            if self._chunks_need:
-                return out
-            out.append(Frame(self._header, b"".join(self._chunks)))
-            self._header = None
-            self._chunks = []
-        if view:
-            self._buf += view
+        if self.broken:
+            return out
+        large = self._large
+        if large is not None:
+            self._large_fill += nbytes
+            if self._large_fill == len(large):
+                out.append(Frame(self._large_header, bytes(large) if self._large_as_bytes else large))  # type: ignore[arg-type]
+                self._large = None
+            return out
+        self._end += nbytes
         self._parse(out)
         return out
 
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame | FrameError]:
+        out: list[Frame | FrameError] = []
+        view = memoryview(data)
+        while view and not self.broken:
+            buf = self.get_buffer()
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            view = view[n:]
+            out.extend(self.buffer_updated(n))
+        return out
+
+    def _make_room(self) -> None:
+        start, end = self._start, self._end
+        if start:
+            self._stage[: end - start] = self._view[start:end]
+            self._start, self._end = 0, end - start
+        if self._end == len(self._stage):
+            # One frame's header plus small payload is bigger than the stage: grow it.
+            bigger = bytearray(2 * len(self._stage))
+            bigger[: self._end] = self._view[: self._end]
+            self._view.release()
+            self._stage = bigger
+            self._view = memoryview(bigger)
+
     def _parse(self, out: list[Frame | FrameError]) -> None:
-        buf = self._buf
-        pos = 0
-        end = len(buf)
-        while end - pos >= PREFIX_SIZE:
-            header_len, payload_len = PREFIX.unpack_from(buf, pos)
+        view = self._view
+        pos, end = self._start, self._end
+        while True:
+            if self._skip:
+                n = min(self._skip, end - pos)
+                self._skip -= n
+                pos += n
+                if self._skip:
+                    break
+            if end - pos < PREFIX_SIZE:
+                break
+            header_len, payload_len = PREFIX.unpack_from(view, pos)
             if header_len > MAX_HEADER_SIZE or header_len == 0:
                 # Without a trustworthy header length there is no next frame to find.
                 self.broken = True
                 out.append(FrameError(f"frame header length {header_len} is outside 1..{MAX_HEADER_SIZE}", fatal=True))
-                buf.clear()
-                return
-            if end - pos < PREFIX_SIZE + header_len:
+                pos = end
                 break
-            hstart = pos + PREFIX_SIZE
-            header, problem = _decode_header(buf, hstart, header_len)
-            body = hstart + header_len
+            body = pos + PREFIX_SIZE + header_len
+            if end < body:
+                break
+            header, problem = _decode_header(view[pos + PREFIX_SIZE : body])
+            available = end - body
             if payload_len > self.max_payload:
                 out.append(
                     FrameError(
@@ -138,41 +193,42 @@ class FrameDecoder:
                         header=header,
                     )
                 )
-                available = end - body
-                if available >= payload_len:
-                    pos = body + payload_len
-                    continue
-                self._skip = payload_len - available
-                pos = end
-                break
-            if end - body >= payload_len:
-                pos = body + payload_len
+                self._skip = payload_len
+                pos = body
+                continue
+            if available >= payload_len:
                 if problem is not None:
                     out.append(FrameError(problem, fatal=False))
                 else:
-                    out.append(Frame(header, bytes(buf[body:pos])))  # type: ignore[arg-type]
+                    out.append(Frame(header, bytes(view[body : body + payload_len])))
+                pos = body + payload_len
                 continue
             if payload_len >= LARGE_PAYLOAD:
-                # Gather the rest as chunks; one join at the end instead of growing the buffer.
-                available = bytes(buf[body:end])
                 if problem is not None:
                     out.append(FrameError(problem, fatal=False))
-                    self._skip = payload_len - len(available)
-                else:
-                    self._header = header
-                    self._chunks = [available] if available else []
-                    self._chunks_need = payload_len - len(available)
+                    self._skip = payload_len
+                    pos = body
+                    continue
+                # Read the rest straight into the payload's own buffer.
+                large = bytearray(payload_len)
+                large[:available] = view[body:end]
+                self._large = large
+                self._large_fill = available
+                self._large_header = header
                 pos = end
             break
-        if pos:
-            del buf[:pos]
+        if pos == end:
+            self._start = self._end = 0
+        else:
+            self._start = pos
 
 
-def _decode_header(buf: bytearray, start: int, length: int) -> tuple[dict[str, Any], str | None]:
+def _decode_header(raw: memoryview) -> tuple[dict[str, Any], str | None]:
     try:
-        header = msgpack.unpackb(memoryview(buf)[start : start + length], raw=False, strict_map_key=False)
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as exc:
-        return {}, f"frame header is not valid msgpack ({type(exc).__name__}: {exc})"
+        detail = f": {exc}" if str(exc) else ""
+        return {}, f"frame header is not valid msgpack ({type(exc).__name__}{detail})"
     if not isinstance(header, dict) or "t" not in header:
         return {}, "frame header must be a msgpack map with a type field 't'"
     return header, None
