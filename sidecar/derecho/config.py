@@ -90,9 +90,14 @@ class HttpConfig(_Strict):
         return value or None
 
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
 class LogConfig(_Strict):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: LogLevel = "info"
     format: Literal["text", "json"] = "text"
+    modules: dict[str, LogLevel] = {}
+    """Levels per logger, e.g. {"derecho.runtime.peers" = "debug"}."""
 
 
 class SidecarConfig(_Strict):

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,8 +26,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
-def setup_logging(level: str = "info", fmt: str = "text", node: int | None = None) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class TraceContextFilter(logging.Filter):
+    """Stamps the current span's trace and span ids on records logged inside a span."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from opentelemetry import trace
+
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
+        return True
+
+
+def setup_logging(
+    level: str = "info",
+    fmt: str = "text",
+    node: int | None = None,
+    modules: dict[str, str] | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """One handler on the root logger (stderr by default); `modules` sets levels per logger."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(TraceContextFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -35,6 +57,8 @@ def setup_logging(level: str = "info", fmt: str = "text", node: int | None = Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name, module_level in (modules or {}).items():
+        logging.getLogger(name).setLevel(module_level.upper())
     if node is not None:
         factory = logging.getLogRecordFactory()
 

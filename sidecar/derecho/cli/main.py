@@ -31,7 +31,7 @@ def sidecar(config_path: Path, log_format: str | None) -> None:
     except ConfigError as exc:
         click.echo(f"derecho sidecar: bad configuration\n{exc}", err=True)
         sys.exit(2)
-    setup_logging(config.log.level, log_format or config.log.format, config.node_id)
+    setup_logging(config.log.level, log_format or config.log.format, config.node_id, config.log.modules)
     from ..runtime.sidecar import run
     from ..tracing import TracingConfigError
 
