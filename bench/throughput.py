@@ -8,27 +8,44 @@ minimum over members (every member delivers everything).
 
     python bench/throughput.py --size 100 --size 10240 --size 1048576
     python bench/throughput.py --latency
+    python bench/throughput.py --size 100 --trace off --trace 0.01 --trace 1   # tracing cost
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from derecho.client import Client
-from derecho.localgroup import LocalGroup
+from derecho.localgroup import LocalGroup, free_ports
 
 
-def _app(socket: str, count: int, size: int, window: int, total: int, start_at: float, out: Any) -> None:
+def _app(
+    socket: str, count: int, size: int, window: int, total: int, start_at: float, out: Any, trace: str, sink: str
+) -> None:
     import uvloop
+
+    if trace != "off":
+        from opentelemetry import trace as otel
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+        provider = TracerProvider(sampler=TraceIdRatioBased(float(trace)))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink}/v1/traces")))
+        otel.set_tracer_provider(provider)
 
     async def main() -> dict[str, Any]:
         client = await Client.connect(socket)
@@ -74,14 +91,16 @@ def _app(socket: str, count: int, size: int, window: int, total: int, start_at: 
     out.put(uvloop.run(main()))
 
 
-def measure(group: LocalGroup, size: int, count: int, window: int) -> dict[str, Any]:
+def measure(
+    group: LocalGroup, size: int, count: int, window: int, trace: str = "off", sink: str = ""
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     members = len(group.members)
     total = count * members
     start_at = time.time() + 1.5  # time for the app processes to import and connect
     procs = [
-        ctx.Process(target=_app, args=(str(m.socket), count, size, window, total, start_at, queue))
+        ctx.Process(target=_app, args=(str(m.socket), count, size, window, total, start_at, queue, trace, sink))
         for m in group.members
     ]
     for p in procs:
@@ -97,6 +116,7 @@ def measure(group: LocalGroup, size: int, count: int, window: int) -> dict[str, 
         "msgs_per_s": total / slowest,
         "bytes_per_s": total * size / slowest,
         "seconds": slowest,
+        "trace": trace,
     }
 
 
@@ -118,6 +138,21 @@ async def latency(group: LocalGroup, sends: int) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def _sink(trace: str) -> Iterator[str]:
+    """An OTLP receiver process on loopback while tracing is measured."""
+    if trace == "off":
+        yield ""
+        return
+    port = free_ports(1)[0]
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("otlp_sink.py")), "--port", str(port)])
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def default_count(size: int) -> int:
     return max(200, min(200_000, 20_000_000 // max(size, 1)))
 
@@ -129,27 +164,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, help="messages per sending app (default: by size)")
     parser.add_argument("--window", type=int, default=4000, help="sends in flight per app")
     parser.add_argument("--latency", action="store_true", help="also measure one-in-flight 100 B latency")
+    parser.add_argument(
+        "--trace",
+        action="append",
+        help="off, or a sampling ratio (0.01, 1) for the apps' send spans; sidecars export OTLP to a local sink",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     sizes = args.size or [100, 10240, 1 << 20]
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="derecho-bench-") as tmp:
-        group = LocalGroup(Path(tmp), args.members, group="bench", log_level="warning")
-        asyncio.run(group.start())
-        try:
-            for size in sizes:
-                window = args.window if size <= 16384 else max(4, (64 << 20) // size)
-                results.append(measure(group, size, args.count or default_count(size), window))
-            lat = asyncio.run(latency(group, 2000)) if args.latency else None
-        finally:
-            asyncio.run(group.stop())
+    lat = None
+    for trace in args.trace or ["off"]:
+        with tempfile.TemporaryDirectory(prefix="derecho-bench-") as tmp, _sink(trace) as sink:
+            env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink} if trace != "off" else None
+            group = LocalGroup(Path(tmp), args.members, group="bench", log_level="warning", env=env)
+            asyncio.run(group.start())
+            try:
+                for size in sizes:
+                    window = args.window if size <= 16384 else max(4, (64 << 20) // size)
+                    results.append(measure(group, size, args.count or default_count(size), window, trace, sink))
+                if args.latency and lat is None:
+                    lat = asyncio.run(latency(group, 2000))
+            finally:
+                asyncio.run(group.stop())
     if args.json:
         json.dump({"throughput": results, "latency": lat}, sys.stdout, indent=2)
         print()
         return 0
-    print(f"{'size':>9} {'msgs/s at every member':>24} {'MB/s':>10}")
+    print(f"{'size':>9} {'tracing':>8} {'msgs/s at every member':>24} {'MB/s':>10}")
     for r in results:
-        print(f"{r['size']:>9} {r['msgs_per_s']:>24,.0f} {r['bytes_per_s'] / 1e6:>10,.1f}")
+        print(f"{r['size']:>9} {r['trace']:>8} {r['msgs_per_s']:>24,.0f} {r['bytes_per_s'] / 1e6:>10,.1f}")
     if lat:
         print(f"latency 100 B, one in flight: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms")
     return 0
