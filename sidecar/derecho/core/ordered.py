@@ -25,65 +25,29 @@ any index below k with no data is a null.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
-from .actions import Deliver, Msg, SendData, ShardKey, TraceContext
-from .sst import SST
+from .actions import Deliver, Msg, SendData
+from .shard import ProtocolError, ShardEngine
+
+__all__ = ["ORDERED_COLUMNS", "OrderedShard", "ProtocolError"]
 
 SENT, RECEIVED, DELIVERED, RELEASED = 0, 1, 2, 3
 ORDERED_COLUMNS = 4
 
 
-class ProtocolError(ValueError):
-    """A peer sent something the protocol forbids; the link to it is not trustworthy."""
-
-
-class OrderedShard:
-    def __init__(
-        self,
-        *,
-        key: ShardKey,
-        vid: int,
-        my_node: int,
-        members: list[int],
-        senders: list[int],
-        view_ranks: dict[int, int],
-        sst: SST,
-        base_column: int,
-        window: int,
-        max_inflight_bytes: int,
-    ) -> None:
-        if not senders:
-            raise ValueError(f"shard {key} has no senders")
-        if window < 1:
-            raise ValueError("window must be at least 1")
-        self.key = key
-        self.vid = vid
-        self.my_node = my_node
-        self.members = members
-        self.senders = senders
-        self.num_senders = len(senders)
-        self.my_sender_rank = senders.index(my_node) if my_node in senders else -1
-        self.peers = tuple(n for n in members if n != my_node)
-        self.sst = sst
+class OrderedShard(ShardEngine):
+    def __init__(self, *, base_column: int, **common: Any) -> None:
+        super().__init__(**common)
         self.col_sent = base_column + SENT
         self.col_received = base_column + RECEIVED
         self.col_delivered = base_column + DELIVERED
         self.col_released = base_column + RELEASED
         self.held = False
-        self.member_rows = [view_ranks[n] for n in members]
-        self.sender_rows = [view_ranks[n] for n in senders]
-        self.window = window
-        self.max_inflight_bytes = max_inflight_bytes
         # Undelivered messages of each sender, in index order (my own included).
-        self.queues: list[deque[Msg]] = [deque() for _ in senders]
+        self.queues: list[deque[Msg]] = [deque() for _ in self.senders]
         # Next index each sender's data may start at (nulls may leave gaps).
         self.data_next = [0] * self.num_senders
-        # My messages waiting for the send window.
-        self.pending: deque[Msg] = deque()
-        self.pending_bytes = 0
-        # My messages in this shard are numbered 0, 1, 2, ... across views: (my node, msg_no)
-        # identifies a message, so a resend in a later view can be recognised.
-        self.next_msg_no = 0
         # My numbered messages not yet delivered everywhere: (index, size).
         self.inflight: deque[tuple[int, int]] = deque()
         self.inflight_bytes = 0
@@ -91,35 +55,9 @@ class OrderedShard:
 
     # -- events ---------------------------------------------------------------------------
 
-    def submit(self, msg: Msg) -> None:
-        if self.my_sender_rank < 0:
-            raise ValueError(f"node {self.my_node} is not a sender in shard {self.key}")
-        self.pending.append(msg)
-        self.pending_bytes += len(msg.payload)
-
-    def submit_many(self, payloads: list[bytes | memoryview], traces: dict[int, TraceContext] | None = None) -> int:
-        """Queue a batch of my messages; returns the msg_no of the first (the rest follow on)."""
-        if self.my_sender_rank < 0:
-            raise ValueError(f"node {self.my_node} is not a sender in shard {self.key}")
-        first = self.next_msg_no
-        me = self.my_node
-        if traces:
-            msgs = [Msg(me, first + k, p, traces.get(k)) for k, p in enumerate(payloads)]
-        else:
-            msgs = [Msg(me, first + k, p) for k, p in enumerate(payloads)]
-        self.next_msg_no = first + len(msgs)
-        self.pending.extend(msgs)
-        self.pending_bytes += sum(map(len, payloads))
-        return first
-
     def receive(self, sender: int, first_index: int, messages: list[Msg]) -> None:
         """Data from a peer: its messages numbered first_index, first_index + 1, ..."""
-        try:
-            rank = self.senders.index(sender)
-        except ValueError:
-            raise ProtocolError(f"node {sender} sent data but is not a sender of shard {self.key}") from None
-        if rank == self.my_sender_rank:
-            raise ProtocolError(f"node {sender} sent data under my own sender rank")
+        rank = self.sender_rank_of(sender)
         announced = self.sst.rows[self.sender_rows[rank]][self.col_sent]
         if first_index < announced:
             # Its row already said index first_index was used; data must come before the row.

@@ -9,10 +9,10 @@ counts over the shard.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
-from .actions import Deliver, Msg, SendData, ShardKey, Stable, TraceContext
-from .ordered import ProtocolError
-from .sst import SST
+from .actions import Deliver, Msg, SendData, Stable
+from .shard import ProtocolError, ShardEngine
 
 SENT = 0
 
@@ -21,75 +21,19 @@ def raw_columns(num_senders: int) -> int:
     return 1 + num_senders
 
 
-class RawShard:
-    def __init__(
-        self,
-        *,
-        key: ShardKey,
-        vid: int,
-        my_node: int,
-        members: list[int],
-        senders: list[int],
-        view_ranks: dict[int, int],
-        sst: SST,
-        base_column: int,
-        window: int,
-        max_inflight_bytes: int,
-    ) -> None:
-        if not senders:
-            raise ValueError(f"shard {key} has no senders")
-        self.key = key
-        self.vid = vid
-        self.my_node = my_node
-        self.members = members
-        self.senders = senders
-        self.my_sender_rank = senders.index(my_node) if my_node in senders else -1
-        self.peers = tuple(n for n in members if n != my_node)
-        self.sst = sst
+class RawShard(ShardEngine):
+    def __init__(self, *, base_column: int, **common: Any) -> None:
+        super().__init__(**common)
         self.col_sent = base_column + SENT
-        self.col_received_from = [base_column + 1 + k for k in range(len(senders))]
-        self.member_rows = [view_ranks[n] for n in members]
-        self.window = window
-        self.max_inflight_bytes = max_inflight_bytes
-        self.pending: deque[Msg] = deque()
-        self.pending_bytes = 0
-        # My messages in this shard are numbered 0, 1, 2, ... across views: (my node, msg_no)
-        # identifies a message, so a resend in a later view can be recognised.
-        self.next_msg_no = 0
+        self.col_received_from = [base_column + 1 + k for k in range(self.num_senders)]
         # My sent messages not yet received everywhere, for receipts and the window.
         self.unacked: deque[Msg] = deque()
         self.unacked_bytes = 0
-        self.received = [0] * len(senders)
+        self.received = [0] * self.num_senders
         self.out: list[SendData | Deliver | Stable] = []
 
-    def submit(self, msg: Msg) -> None:
-        if self.my_sender_rank < 0:
-            raise ValueError(f"node {self.my_node} is not a sender in shard {self.key}")
-        self.pending.append(msg)
-        self.pending_bytes += len(msg.payload)
-
-    def submit_many(self, payloads: list[bytes | memoryview], traces: dict[int, TraceContext] | None = None) -> int:
-        """Queue a batch of my messages; returns the msg_no of the first (the rest follow on)."""
-        if self.my_sender_rank < 0:
-            raise ValueError(f"node {self.my_node} is not a sender in shard {self.key}")
-        first = self.next_msg_no
-        me = self.my_node
-        if traces:
-            msgs = [Msg(me, first + k, p, traces.get(k)) for k, p in enumerate(payloads)]
-        else:
-            msgs = [Msg(me, first + k, p) for k, p in enumerate(payloads)]
-        self.next_msg_no = first + len(msgs)
-        self.pending.extend(msgs)
-        self.pending_bytes += sum(map(len, payloads))
-        return first
-
     def receive(self, sender: int, first_index: int, messages: list[Msg]) -> None:
-        try:
-            rank = self.senders.index(sender)
-        except ValueError:
-            raise ProtocolError(f"node {sender} sent data but is not a sender of shard {self.key}") from None
-        if rank == self.my_sender_rank:
-            raise ProtocolError(f"node {sender} sent data under my own sender rank")
+        rank = self.sender_rank_of(sender)
         if first_index != self.received[rank]:
             raise ProtocolError(
                 f"node {sender} sent index {first_index} in raw shard {self.key}; expected {self.received[rank]}"

@@ -175,10 +175,7 @@ class Sidecar:
                 "m": [m.msg_no for m in batch],
                 "n": sizes,
             }
-            traces = {pos: m.trace for pos, m in enumerate(batch) if m.trace is not None}
-            if traces:
-                header["x"] = traces
-            self.mesh.send(action.to, frames.encode_parts(header, [m.payload for m in batch]))
+            self.mesh.send(action.to, _batch_frame(header, batch))
             index += len(batch)
             nbytes += sum(sizes)
         self.metrics.sent(action.shard, len(action.messages), nbytes)
@@ -209,10 +206,7 @@ class Sidecar:
                 "s": [m.sender for m in batch],
                 "n": sizes,
             }
-            traces = {pos: m.trace for pos, m in enumerate(batch) if m.trace is not None}
-            if traces:
-                header["x"] = traces
-            parts = frames.encode_parts(header, [m.payload for m in batch])
+            parts = _batch_frame(header, batch)
             for session in subscribers:
                 if session.conn.closed:
                     continue
@@ -515,6 +509,14 @@ class Sidecar:
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),
         }
+
+
+def _batch_frame(header: dict[str, Any], batch: list[Msg]) -> list[bytes | memoryview]:
+    """A DATA or DELIVER frame: the header, trace contexts of the traced messages, payloads."""
+    traces = {pos: m.trace for pos, m in enumerate(batch) if m.trace is not None}
+    if traces:
+        header["x"] = traces
+    return frames.encode_parts(header, [m.payload for m in batch])
 
 
 def _cut(messages: list[Msg]) -> list[tuple[list[Msg], list[int]]]:
