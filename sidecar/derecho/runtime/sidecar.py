@@ -351,6 +351,8 @@ class Sidecar:
         if len(sizes) == 1:
             msgs = [Msg(node, msg_nos[0], payload, traces.get(0))]
         else:
+            # Views into the frame, not copies: the payloads are copied once, when re-framed.
+            payload = memoryview(payload)  # type: ignore[assignment]
             ends = accumulate(sizes)
             if traces:
                 msgs = [
@@ -405,8 +407,8 @@ class Sidecar:
         if len(sizes) == 1:
             payloads: list[bytes | memoryview] = [payload]
         else:
-            ends = list(accumulate(sizes))
-            payloads = [payload[end - size : end] for end, size in zip(ends, sizes, strict=True)]
+            view = memoryview(payload)
+            payloads = [view[end - size : end] for end, size in zip(accumulate(sizes), sizes, strict=True)]
         if max(sizes) > limit:
             # Refuse only the oversized ones; the rest of the batch goes ahead.
             keep = [pos for pos, size in enumerate(sizes) if size <= limit]
