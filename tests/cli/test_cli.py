@@ -286,11 +286,6 @@ async def test_up_runs_a_group_until_signalled(derecho_command: list[str], tmp_p
         await up.cleanup(pids)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when a member dies `derecho up` stops the others and still exits 0 (cli/up.py _run "
-    "returns normally after the dead-member loop), so scripts and CI cannot tell a crash from Ctrl-C",
-)
 async def test_up_exits_nonzero_when_a_member_dies(derecho_command: list[str], tmp_path: Path):
     directory = tmp_path / "group"
     up = await Up.start(derecho_command, directory, 3)

@@ -129,11 +129,6 @@ async def test_message_over_max_message_size_is_refused_and_the_app_goes_on(grou
         assert (second.payload, second.seq) == (b"after", after.seq)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a frame over max_message_size + 4096 is refused with the frame limit (1052672), "
-    "labelled max_message_size, not the configured 1048576 (ClientServer max_payload / FrameDecoder)",
-)
 async def test_frame_far_over_max_message_size_names_the_configured_limit(groups: Groups):
     group = await groups.start(1, settings=SMALL_LIMIT)
     app = await groups.connect(group.members[0])
@@ -142,12 +137,6 @@ async def test_frame_far_over_max_message_size_names_the_configured_limit(groups
     assert str(LIMIT) in str(refused.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the client batches up to 1 MiB of messages per SEND frame, but the sidecar refuses "
-    "client frames over max_message_size + 4096, so small messages fail with TOO_LARGE "
-    "whenever max_message_size is below about 1 MiB (runtime/sidecar.py Sidecar.__init__ ClientServer limit)",
-)
 async def test_small_messages_sent_together_pass_a_small_max_message_size(groups: Groups):
     group = await groups.start(1, settings={"multicast": {"max_message_size": 65536}})
     app = await groups.connect(group.members[0])
@@ -207,12 +196,6 @@ async def test_send_whose_sizes_do_not_add_up_gets_bad_request(
     await everyone.deliver()  # and nothing of the bad SEND was multicast
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Sidecar.client_send raises (max() of an empty list; int() of a non-integer size while "
-    "writing the error; .get on a non-map trace field) instead of answering BAD_REQUEST, and the "
-    "exception drops the application's connection without an ERROR frame",
-)
 @pytest.mark.parametrize(
     ("fields", "payload"),
     [
@@ -257,11 +240,6 @@ async def test_sending_to_a_shard_that_does_not_exist_gets_unknown_shard(groups:
     await everyone.deliver(sender=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Client.deliveries() swallows the sidecar's UNKNOWN_SHARD answer to its SUBSCRIBE "
-    "(a done-callback discards the exception), so the stream waits forever instead of raising",
-)
 async def test_delivery_stream_of_a_shard_that_does_not_exist_raises(groups: Groups, shared_group: LocalGroup):
     group = shared_group
     app = await groups.connect(group.members[0])

@@ -34,13 +34,16 @@ def up(members: int, directory: Path, log_level: str, trace: str | None) -> None
     env = {"OTEL_TRACES_EXPORTER": trace} if trace else None
     group = LocalGroup(directory, members, log_level=log_level, env=env)
     try:
-        asyncio.run(_run(group))
+        crashed = asyncio.run(_run(group))
     except LocalGroupError as exc:
         click.echo(f"derecho up: {exc}", err=True)
         sys.exit(1)
+    if crashed:
+        sys.exit(1)
 
 
-async def _run(group: LocalGroup) -> None:
+async def _run(group: LocalGroup) -> bool:
+    """Run until asked to stop; returns whether a member died on its own."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -55,13 +58,16 @@ async def _run(group: LocalGroup) -> None:
         click.echo(f"  member {m.node_id}: socket {m.socket}  http http://{m.http}  pid {m.process.pid}")
     click.echo("Ctrl-C stops every member.")
     waiter = asyncio.create_task(stop.wait())
+    crashed = False
     while not stop.is_set():
         await asyncio.wait([waiter], timeout=0.5)
         dead = [m for m in group.members if not m.alive()]
         if dead and not stop.is_set():
             for m in dead:
                 click.echo(f"member {m.node_id} exited with code {m.process.returncode}; see {m.log_file}", err=True)
+            crashed = True
             break
     click.echo("stopping members ...")
     codes = await group.stop()
     click.echo("stopped: " + ", ".join(f"member {k} exit {v}" for k, v in codes.items()))
+    return crashed

@@ -388,8 +388,18 @@ class Client:
             # Sent in order with any later send, so nothing delivered after this call is missed.
             self._flush()
             self._write([frames.encode({"t": T.SUBSCRIBE, "r": request, "sg": subgroup, "sh": shard})])
-            self._pending[request].add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+            self._pending[request].add_done_callback(lambda f: self._subscribed_or_failed(key, f))
         return stream
+
+    def _subscribed_or_failed(self, key: tuple[int, int], future: asyncio.Future[Any]) -> None:
+        error = future.exception() if not future.cancelled() else None
+        if error is None:
+            return
+        # The sidecar refused the subscription (no such shard here): its streams fail with that.
+        self._subscribed.discard(key)
+        for stream in [s for s in self._streams if s.key == key]:
+            stream._fail(error)
+            self._streams.discard(stream)
 
     async def view(self) -> View:
         body = await self._request(T.VIEW)

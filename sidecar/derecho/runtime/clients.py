@@ -94,9 +94,17 @@ class ClientServer:
         session: ClientSession = conn.owner  # type: ignore[assignment]
         self.bad_frames += 1
         request = error.header.get("r") if error.header else None
-        code = ErrorCode.TOO_LARGE if "exceeds the limit" in error.reason else ErrorCode.BAD_FRAME
-        log.warning("client %d sent a bad frame: %s", session.number, error.reason)
-        session.error(request, code, error.reason)
+        if error.payload_size is not None:
+            code = ErrorCode.TOO_LARGE
+            limit = self.sidecar.config.multicast.max_message_size
+            reason = (
+                f"a frame of {error.payload_size} bytes is over what one request may carry: messages up to "
+                f"max_message_size ({limit} bytes); split the payload or raise multicast.max_message_size"
+            )
+        else:
+            code, reason = ErrorCode.BAD_FRAME, error.reason
+        log.warning("client %d sent a bad frame: %s", session.number, reason)
+        session.error(request, code, reason)
 
     def _on_frame(self, conn: FramedConnection, frame: frames.Frame) -> None:
         session: ClientSession = conn.owner  # type: ignore[assignment]
@@ -120,6 +128,9 @@ class ClientServer:
                 )
         except RequestError as exc:
             session.error(request, exc.code, str(exc))
+        except Exception as exc:  # a request we failed to foresee must not cost the connection
+            log.exception("client %d: request of type %r failed", session.number, kind)
+            session.error(request if _is_request_id(request) else None, ErrorCode.BAD_REQUEST, f"request failed: {exc}")
 
     async def close(self) -> None:
         for session in list(self.sessions):
@@ -129,6 +140,12 @@ class ClientServer:
             self.server.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def _is_request_id(request: Any) -> bool:
+    return (
+        request is None or type(request) is int or (isinstance(request, list) and all(type(r) is int for r in request))
+    )
 
 
 class RequestError(Exception):

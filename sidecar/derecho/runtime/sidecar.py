@@ -73,7 +73,9 @@ class Sidecar:
             on_peer_down=self.on_peer_down,
             on_writes=self.connection_wrote,
         )
-        self.clients = ClientServer(self, config.socket_path, mc.max_message_size + 4096)
+        # A client frame holds one message up to max_message_size, or a batch of smaller ones
+        # up to the client library's batch size, whichever is larger.
+        self.clients = ClientServer(self, config.socket_path, max(mc.max_message_size, BATCH_BYTES) + 4096)
         self.loop: asyncio.AbstractEventLoop | None = None
         # Tracing is off (None) unless OTEL_TRACES_EXPORTER names an exporter.
         self.tracer: Tracer | None = None
@@ -86,12 +88,13 @@ class Sidecar:
         if setup_sidecar_tracing(self.node_id, self.config.group):
             self.tracer = Tracer("derecho.sidecar")
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.mesh.start()
-        await self.clients.start()
+        # HTTP first: once peers or apps can see this member, its status address is known.
         if self.config.http.address:
             from ..api.http import start_http
 
             self._http_runner, self.http_address = await start_http(self, self.config.http.address)
+        await self.mesh.start()
+        await self.clients.start()
         (self.config.data_dir / "sidecar.pid").write_text(f"{os.getpid()}\n")
         if not self.core.peers:
             self._become_ready()
@@ -105,11 +108,11 @@ class Sidecar:
         )
 
     async def serve(self) -> int:
-        await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
+        await self.start()
         await self._stop.wait()
         await self.close()
         return 0
@@ -391,11 +394,23 @@ class Sidecar:
         sizes = header.get("n")
         if not isinstance(requests, list) or not isinstance(sizes, list) or len(requests) != len(sizes):
             raise RequestError(
-                ErrorCode.BAD_REQUEST, "SEND needs lists 'r' (request ids) and 'n' (sizes) of one length"
+                ErrorCode.BAD_REQUEST, "SEND needs lists 'r' (request ids) and 'n' (sizes), equally long"
             )
-        if not all(isinstance(n, int) and n >= 0 for n in sizes) or sum(sizes) != len(payload):
+        if not sizes:
+            raise RequestError(ErrorCode.BAD_REQUEST, "SEND carries no messages; send at least one")
+        if not all(type(n) is int and n >= 0 for n in sizes):
+            raise RequestError(ErrorCode.BAD_REQUEST, "SEND sizes in 'n' must be non-negative integers")
+        if sum(sizes) != len(payload):
             raise RequestError(
-                ErrorCode.BAD_REQUEST, f"SEND sizes add up to {sum(map(int, sizes))}, payload has {len(payload)} bytes"
+                ErrorCode.BAD_REQUEST, f"SEND sizes add up to {sum(sizes)}, payload has {len(payload)} bytes"
+            )
+        traces = header.get("x") or None
+        if traces is not None and not (
+            isinstance(traces, dict)
+            and all(type(k) is int and 0 <= k < len(sizes) and isinstance(v, dict) for k, v in traces.items())
+        ):
+            raise RequestError(
+                ErrorCode.BAD_REQUEST, "SEND trace field 'x' must map message positions to trace-context maps"
             )
         key = self.shard_key(header)
         if self.halted:
@@ -403,7 +418,6 @@ class Sidecar:
         if self.node_id not in self.view.shard(key).senders:
             raise RequestError(ErrorCode.NOT_A_SENDER, f"member {self.node_id} is not a sender in shard {key}")
         limit = self.config.multicast.max_message_size
-        traces = header.get("x") or None
         if len(sizes) == 1:
             payloads: list[bytes | memoryview] = [payload]
         else:

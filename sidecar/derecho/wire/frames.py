@@ -64,6 +64,8 @@ class FrameError:
     reason: str
     fatal: bool
     header: dict[str, Any] | None = None
+    # Set when the frame was refused for its size: how big its payload said it was.
+    payload_size: int | None = None
 
 
 class FrameDecoder:
@@ -191,6 +193,7 @@ class FrameDecoder:
                         "(max_message_size); split it or raise the limit",
                         fatal=False,
                         header=header,
+                        payload_size=payload_len,
                     )
                 )
                 self._skip = payload_len
