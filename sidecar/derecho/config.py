@@ -48,7 +48,7 @@ class MemberConfig(_Strict):
 
 class ShardConfig(_Strict):
     members: list[Annotated[int, Field(strict=True)]] = Field(min_length=1)
-    senders: list[Annotated[int, Field(strict=True)]] | None = None
+    senders: list[Annotated[int, Field(strict=True)]] | None = Field(default=None, min_length=1)
     mode: DeliveryMode = DeliveryMode.ORDERED
 
 
@@ -111,7 +111,6 @@ class SidecarConfig(_Strict):
     client: ClientConfig = ClientConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
-    connect_timeout: Annotated[float, Field(gt=0)] = 30.0
 
     @model_validator(mode="after")
     def _consistent(self) -> SidecarConfig:
@@ -120,6 +119,9 @@ class SidecarConfig(_Strict):
             raise ValueError(f"members: node ids must be unique, got {ids}")
         if self.node_id not in ids:
             raise ValueError(f"node_id {self.node_id} is not among members {ids}; add it or fix node_id")
+        names = [sg.name for sg in self.subgroups or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"subgroups: names must be unique, got {names}")
         for sg in self.subgroups or []:
             for shard in sg.shards:
                 for node in shard.members + (shard.senders or []):
@@ -151,16 +153,6 @@ class SidecarConfig(_Strict):
             for sg in self.subgroups
         )
         return View(0, tuple(members), layout)
-
-    def subgroup_index(self, name: str) -> int:
-        if not self.subgroups:
-            if name == "default":
-                return 0
-        else:
-            for i, sg in enumerate(self.subgroups):
-                if sg.name == name:
-                    return i
-        raise KeyError(name)
 
 
 def load_config(path: str | Path) -> SidecarConfig:

@@ -55,14 +55,10 @@ def test_minimal_config_and_its_defaults():
     assert cfg.multicast.max_message_size == 64 << 20
     assert cfg.http.address == "127.0.0.1:0"
     assert cfg.log.level == "info" and cfg.log.format == "text"
-    assert cfg.connect_timeout == 30.0
     # No subgroups: one shard of everyone, all senders, ordered; it is called "default".
     view = cfg.initial_view()
     assert view.vid == 0 and view.members == (1, 2)
     assert view.subgroups == ((ShardLayout((1, 2), (1, 2), DeliveryMode.ORDERED),),)
-    assert cfg.subgroup_index("default") == 0
-    with pytest.raises(KeyError):
-        cfg.subgroup_index("kv")
 
 
 def test_config_is_immutable():
@@ -89,10 +85,6 @@ def test_subgroups_build_the_initial_view():
         (ShardLayout((0, 1), (0, 1)), ShardLayout((2, 3), (3,))),
         (ShardLayout((1, 2), (1, 2), DeliveryMode.RAW),),
     )
-    assert cfg.subgroup_index("kv") == 0
-    assert cfg.subgroup_index("log") == 1
-    with pytest.raises(KeyError):
-        cfg.subgroup_index("default")
 
 
 def test_ipv6_address():
@@ -140,8 +132,15 @@ def test_unknown_nested_key_is_named_by_its_path(overrides, key):
         ({"node_id": 70000}, "node_id: Input should be less than or equal to 65535"),
         ({"members": 3}, "members: Input should be a valid list (got 3)"),
         ({"members": []}, "members: List should have at least 1 item"),
-        ({"connect_timeout": "soon"}, "connect_timeout: Input should be a valid number"),
-        ({"connect_timeout": 0}, "connect_timeout: Input should be greater than 0"),
+        ({"http": {"address": "nowhere"}}, "http.address: 'nowhere' is not HOST:PORT"),
+        (
+            {"subgroups": [{"name": "kv", "shards": [{"members": [1], "senders": []}]}]},
+            "subgroups.0.shards.0.senders: List should have at least 1 item",
+        ),
+        (
+            {"subgroups": [{"name": "kv", "shards": [{"members": [1]}]}, {"name": "kv", "shards": [{"members": [2]}]}]},
+            "subgroups: names must be unique",
+        ),
         ({"multicast": {"window": 0}}, "multicast.window: Input should be greater than or equal to 1 (got 0)"),
         ({"multicast": {"window": "big"}}, "multicast.window: Input should be a valid integer"),
         ({"client": {"max_pending_bytes": 10}}, "client.max_pending_bytes: Input should be greater than or equal to"),
@@ -155,9 +154,9 @@ def test_wrong_types_and_ranges_name_the_key(overrides, expected):
 
 
 def test_every_problem_is_reported_at_once():
-    message = problems(minimal(node_id="one", connect_timeout="soon", multicast={"window": 0}))
+    message = problems(minimal(node_id="one", group="", multicast={"window": 0}))
     assert message.startswith("config: 3 problem(s)")
-    assert "node_id:" in message and "connect_timeout:" in message and "multicast.window:" in message
+    assert "node_id:" in message and "group:" in message and "multicast.window:" in message
 
 
 def test_missing_required_keys():
