@@ -33,8 +33,10 @@ def test_core_for_a_node_outside_the_view_is_refused():
 def test_every_member_lays_out_columns_for_every_shard():
     view = two_subgroups()
     cores = [GroupCore(my_node=n, view=view) for n in view.members]
-    # 2 ordered shards x 3 columns + raw shard with 2 senders (1 + 2 columns), on every member.
-    assert {c.sst.columns for c in cores} == {2 * ORDERED_COLUMNS + 3}
+    # 2 ordered shards x 4 columns + raw shard with 2 senders (1 + 2 columns), then membership
+    # columns (suspected and proposed per member, 4 counters, trim and trim-ready per shard).
+    members, shards = len(view.members), 3
+    assert {c.sst.columns for c in cores} == {2 * ORDERED_COLUMNS + 3 + 2 * members + 4 + 2 * shards}
     assert set(cores[0].shards) == {(0, 0)}
     assert set(cores[1].shards) == {(0, 0), (1, 0)}
     assert set(cores[2].shards) == {(0, 1), (1, 0)}
@@ -184,14 +186,15 @@ def test_data_for_an_index_already_announced_as_null_is_refused():
 
 def test_row_diff_with_an_unknown_column():
     core = ordered_core()
-    expected = f"row update from node 1: row diff names column {ORDERED_COLUMNS}; this table has {ORDERED_COLUMNS}"
+    columns = core.sst.columns
+    expected = f"row update from node 1: row diff names column {columns}; this table has {columns}"
     with pytest.raises(ProtocolError, match=expected):
-        core.receive_row(1, [ORDERED_COLUMNS, 1])
+        core.receive_row(1, [columns, 1])
 
 
 def test_row_from_a_node_outside_the_view():
     core = ordered_core()
-    with pytest.raises(ProtocolError, match="row update from node 7, not a member of view 0"):
+    with pytest.raises(ProtocolError, match="row update from node 7, not a peer in view 0"):
         core.receive_row(7, [0, 1])
 
 

@@ -24,7 +24,7 @@ def test_raw_columns_are_sent_plus_one_per_sender():
     assert raw_columns(1) == 2
     assert raw_columns(4) == 5
     core = GroupCore(my_node=0, view=View.single_shard([0, 1, 2], RAW))
-    assert core.sst.columns == 4
+    assert core.shards[(0, 0)].col_received_from == [1, 2, 3]  # after SENT at column 0
 
 
 def test_sender_delivers_locally_at_once_and_receivers_on_receipt(make_net):

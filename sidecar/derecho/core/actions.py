@@ -50,6 +50,7 @@ class SendData:
     to: tuple[int, ...]
     first_index: int
     messages: list[Msg]
+    vid: int = 0
 
 
 @dataclass(slots=True)
@@ -58,6 +59,7 @@ class SendRow:
 
     to: tuple[int, ...]
     diff: list[int]
+    vid: int = 0
 
 
 @dataclass(slots=True)
@@ -82,6 +84,25 @@ class Stable:
 
 
 @dataclass(slots=True)
+class Persist:
+    """Write `record` durably (and fsync), then call `GroupCore.persisted(token)`."""
+
+    vid: int
+    what: str
+    record: dict[str, Any]
+    token: int
+
+
+@dataclass(slots=True)
+class ViewInstalled:
+    """The member moved from view `previous_vid` to `view`; `failed` left the group."""
+
+    view: Any  # core.view.View (not imported here to keep this module dependency-free)
+    previous_vid: int
+    failed: tuple[int, ...]
+
+
+@dataclass(slots=True)
 class Halt:
     """Stop serving; reason says why in words for the operator."""
 
@@ -89,7 +110,7 @@ class Halt:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-Action = SendData | SendRow | Deliver | Stable | Halt
+Action = SendData | SendRow | Deliver | Stable | Persist | ViewInstalled | Halt
 
 
 def version_of(vid: int, seq: int) -> int:

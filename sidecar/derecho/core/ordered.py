@@ -81,6 +81,8 @@ class OrderedShard(ShardEngine):
 
     def flush(self) -> None:
         """Run every rule that the events since the last flush enabled; actions go to self.out."""
+        if self.wedged:
+            return
         sst = self.sst
         rows = sst.rows
         while True:
@@ -129,7 +131,7 @@ class OrderedShard(ShardEngine):
             return False
         sst.set(self.col_sent, index)
         if self.peers:
-            self.out.append(SendData(self.key, self.peers, first_index, batch))
+            self.out.append(SendData(self.key, self.peers, first_index, batch, self.vid))
         return True
 
     def _send_nulls(self) -> None:
@@ -184,6 +186,20 @@ class OrderedShard(ShardEngine):
         if batch:
             self.out.append(Deliver(self.key, self.vid, True, batch))
         return True
+
+    # -- view change --------------------------------------------------------------------------
+
+    def received(self) -> int:
+        return self.sst.own[self.col_received]
+
+    def apply_trim(self, trim: int) -> None:
+        """Deliver every message below the ragged trim (all survivors have them)."""
+        self._deliver(trim)
+
+    def undelivered_own(self) -> list[Msg]:
+        """My messages not delivered in this view, in order: they go again in the next one."""
+        own = list(self.queues[self.my_sender_rank]) if self.my_sender_rank >= 0 else []
+        return own + list(self.pending)
 
     def hold(self, held: bool) -> None:
         """Stop (or resume) reporting my deliveries as done for the senders' flow control."""

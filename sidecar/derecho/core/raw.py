@@ -30,6 +30,8 @@ class RawShard(ShardEngine):
         self.unacked: deque[Msg] = deque()
         self.unacked_bytes = 0
         self.received = [0] * self.num_senders
+        # Highest msg_no delivered per sender node, kept across views to drop re-sends.
+        self.last_msg_no: dict[int, int] = {}
         self.out: list[SendData | Deliver | Stable] = []
 
     def receive(self, sender: int, first_index: int, messages: list[Msg]) -> None:
@@ -41,12 +43,19 @@ class RawShard(ShardEngine):
         for offset, msg in enumerate(messages):
             msg.index = msg.seq = first_index + offset
         self.received[rank] = first_index + len(messages)
+        if self.wedged:
+            return
         self.sst.set(self.col_received_from[rank], self.received[rank])
+        # A message re-sent after a view change may have reached me in the old view already.
+        last = self.last_msg_no.get(sender, -1)
+        if messages and messages[0].msg_no <= last:
+            messages = [m for m in messages if m.msg_no > last]
         if messages:
+            self.last_msg_no[sender] = messages[-1].msg_no
             self.out.append(Deliver(self.key, self.vid, False, messages))
 
     def flush(self) -> None:
-        if self.my_sender_rank < 0:
+        if self.my_sender_rank < 0 or self.wedged:
             return
         # With no peers every send is at once received everywhere, freeing the window again.
         while self._acknowledge() and self._send_pending() and not self.peers:
@@ -93,10 +102,18 @@ class RawShard(ShardEngine):
         self.received[my_rank] = index
         self.sst.set(self.col_received_from[my_rank], index)
         if self.peers:
-            self.out.append(SendData(self.key, self.peers, first_index, batch))
-        # A raw message is delivered locally as soon as it is sent.
-        self.out.append(Deliver(self.key, self.vid, False, list(batch)))
+            self.out.append(SendData(self.key, self.peers, first_index, batch, self.vid))
+        # A raw message is delivered locally as soon as it is sent (once: not again on a re-send).
+        last = self.last_msg_no.get(self.my_node, -1)
+        local = [m for m in batch if m.msg_no > last]
+        if local:
+            self.last_msg_no[self.my_node] = local[-1].msg_no
+            self.out.append(Deliver(self.key, self.vid, False, local))
         return True
+
+    def undelivered_own(self) -> list[Msg]:
+        """My messages not known to be everywhere: they go again in the next view."""
+        return list(self.unacked) + list(self.pending)
 
     def frontiers(self) -> dict[str, int]:
         return {

@@ -49,6 +49,9 @@ class ShardEngine:
         # My messages in this shard are numbered 0, 1, 2, ... across views: (my node, msg_no)
         # identifies a message, so a resend in a later view can be recognised.
         self.next_msg_no = 0
+        # Once wedged (a view change began) the engine sends and delivers nothing more in
+        # this view; what is left is settled by the ragged trim.
+        self.wedged = False
 
     def submit(self, msg: Msg) -> None:
         self._check_sender()
@@ -68,6 +71,9 @@ class ShardEngine:
         self.pending.extend(msgs)
         self.pending_bytes += sum(map(len, payloads))
         return first
+
+    def wedge(self) -> None:
+        self.wedged = True
 
     def _check_sender(self) -> None:
         if self.my_sender_rank < 0:
