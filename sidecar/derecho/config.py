@@ -78,6 +78,22 @@ class ClientConfig(_Strict):
         return self
 
 
+class MembershipConfig(_Strict):
+    heartbeat_interval: Annotated[float, Field(gt=0, le=10)] = 0.05
+    """Seconds between heartbeats to every peer."""
+    suspicion_timeout: Annotated[float, Field(gt=0, le=600)] = 0.5
+    """A peer silent this long (seconds) is suspected and removed by a view change."""
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> MembershipConfig:
+        if self.suspicion_timeout < 2 * self.heartbeat_interval:
+            raise ValueError(
+                f"suspicion_timeout ({self.suspicion_timeout}) must be at least twice heartbeat_interval "
+                f"({self.heartbeat_interval}), or healthy members get suspected"
+            )
+        return self
+
+
 class HttpConfig(_Strict):
     address: str | None = "127.0.0.1:0"
     """HOST:PORT for /healthz, /readyz, /status, /metrics; port 0 picks a free one; empty disables."""
@@ -109,6 +125,7 @@ class SidecarConfig(_Strict):
     subgroups: list[SubgroupConfig] | None = None
     multicast: MulticastConfig = MulticastConfig()
     client: ClientConfig = ClientConfig()
+    membership: MembershipConfig = MembershipConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
 

@@ -10,6 +10,8 @@ from .client import (
     Receipt,
     SlowConsumerError,
     View,
+    ViewChange,
+    ViewStream,
 )
 
 __all__ = [
@@ -22,4 +24,6 @@ __all__ = [
     "Receipt",
     "SlowConsumerError",
     "View",
+    "ViewChange",
+    "ViewStream",
 ]

@@ -227,6 +227,54 @@ class DeliveryStream:
         self._end()
 
 
+@dataclass(frozen=True, slots=True)
+class ViewChange:
+    """An installed view: its id, members, and who failed since the previous one."""
+
+    vid: int
+    members: list[int]
+    failed: list[int]
+    reason: str
+
+
+class ViewStream:
+    def __init__(self) -> None:
+        self._items: deque[ViewChange] = deque()
+        self._seen = -1
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+
+    def __aiter__(self) -> ViewStream:
+        return self
+
+    async def __anext__(self) -> ViewChange:
+        while not self._items:
+            if self._ended:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def _push(self, body: dict[str, Any]) -> None:
+        vid = int(body.get("vid", -1))
+        if vid <= self._seen:  # the reply and an event may both carry the same view
+            return
+        self._seen = vid
+        self._items.append(
+            ViewChange(vid, list(body.get("members", [])), list(body.get("failed", [])), str(body.get("reason", "")))
+        )
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _end(self) -> None:
+        self._ended = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
 class _Protocol(asyncio.BufferedProtocol):
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -274,6 +322,7 @@ class Client:
         # Tracing: on when the application installed a tracer provider before connecting.
         self._tracer: Tracer | None = None
         self._send_spans: dict[int, Any] = {}
+        self._view_streams: list[ViewStream] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -319,6 +368,8 @@ class Client:
         for stream in list(self._streams):
             stream._end()
         self._streams.clear()
+        for view_stream in self._view_streams:
+            view_stream._end()
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -400,6 +451,20 @@ class Client:
         for stream in [s for s in self._streams if s.key == key]:
             stream._fail(error)
             self._streams.discard(stream)
+
+    def views(self) -> ViewStream:
+        """An async iterator of installed views: the current one first, then each new one."""
+        if self._failure is not None:
+            raise self._failure
+        stream = ViewStream()
+        self._view_streams.append(stream)
+        request = self._new_request()
+        self._flush()
+        self._write([frames.encode({"t": T.WATCH_VIEWS, "r": request})])
+        self._pending[request].add_done_callback(
+            lambda f: stream._push(f.result()) if not f.cancelled() and f.exception() is None else None
+        )
+        return stream
 
     async def view(self) -> View:
         body = await self._request(T.VIEW)
@@ -494,12 +559,17 @@ class Client:
                 future.set_result(header.get("b"))
         elif kind == T.ERROR:
             self._on_error(header)
+        elif kind == T.VIEW_EVENT:
+            for stream in self._view_streams:
+                stream._push(header.get("b") or {})
 
     def _on_error(self, header: dict[str, Any]) -> None:
         code = int(header.get("c", 0))
         message = str(header.get("m", "unknown error"))
         request = header.get("r")
         error_type = SlowConsumerError if code == ErrorCode.SLOW_CONSUMER else DerechoError
+        if code == ErrorCode.HALTED and self._failure is None:
+            self._failure = DerechoError(code, message)
         if request is None:
             error = error_type(code, message)
             if code in (ErrorCode.SLOW_CONSUMER, ErrorCode.SHUTTING_DOWN):
@@ -551,6 +621,8 @@ class Client:
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
+        for view_stream in self._view_streams:
+            view_stream._end()
         for stream in self._streams:
             if stream._error is None:
                 if self._closing:

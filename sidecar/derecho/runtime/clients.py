@@ -37,6 +37,8 @@ class ClientSession:
     # Set while the application reads its deliveries slower than they come (its socket
     # buffer is above client.hold_bytes); the loop time at which it fell behind.
     behind_since: float | None = None
+    # Whether the application asked to be told of every installed view.
+    watch_views: bool = False
 
     def error(self, request: Any, code: ErrorCode, message: str) -> None:
         self.conn.write([frames.encode({"t": T.ERROR, "r": request, "c": int(code), "m": message})])
@@ -120,6 +122,9 @@ class ClientServer:
                 session.reply(request, {"subgroup": key[0], "shard": key[1]})
             elif kind == T.VIEW:
                 session.reply(request, self.sidecar.view_summary())
+            elif kind == T.WATCH_VIEWS:
+                session.watch_views = True
+                session.reply(request, self.sidecar.view_history[-1])
             elif kind == T.STATUS:
                 session.reply(request, self.sidecar.status())
             else:

@@ -50,6 +50,10 @@ class SidecarMetrics:
         self.peer_protocol_errors = Counter(
             "derecho_peer_protocol_errors", "Peer links dropped for protocol errors", registry=r
         )
+        self.view_changes = Counter(
+            "derecho_view_changes", "Views installed after the first, by reason", ["reason"], registry=r
+        )
+        self.suspicions = Counter("derecho_suspicions", "Members this member suspected of failure", registry=r)
         r.register(_StateCollector(sidecar))
 
     def sent(self, key: ShardKey, count: int, nbytes: int) -> None:

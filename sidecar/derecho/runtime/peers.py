@@ -43,13 +43,22 @@ class PeerMesh:
         self.on_peer_down = on_peer_down
         self.on_writes = on_writes
         self.links: dict[int, FramedConnection] = {}
+        # Members of the current view: only they may connect; links to others are closed.
+        self.members: set[int] = set(addresses)
         self.server: asyncio.AbstractServer | None = None
         self._dialers: list[asyncio.Task[None]] = []
         self.rejected = 0
 
     @property
     def peers(self) -> list[int]:
-        return [n for n in self.addresses if n != self.my_node]
+        return sorted(n for n in self.members if n != self.my_node)
+
+    def set_members(self, members: tuple[int, ...]) -> None:
+        """A new view: close links to nodes that left it."""
+        self.members = set(members)
+        for node in list(self.links):
+            if node not in self.members:
+                self.links.pop(node).close()
 
     def missing(self) -> list[int]:
         return [n for n in self.peers if n not in self.links]
@@ -130,7 +139,7 @@ class PeerMesh:
         if header.get("proto") != PROTOCOL_VERSION:
             self._refuse(conn, f"protocol version {header.get('proto')!r}; this member speaks {PROTOCOL_VERSION}")
             return
-        if not isinstance(peer, int) or peer not in self.addresses or peer == self.my_node:
+        if not isinstance(peer, int) or peer not in self.members or peer == self.my_node:
             self._refuse(conn, f"node {peer!r} is not a peer in this group's view")
             return
         if peer in self.links:

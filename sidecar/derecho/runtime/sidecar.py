@@ -19,7 +19,7 @@ from itertools import accumulate
 from typing import Any
 
 from ..config import SidecarConfig
-from ..core.actions import Action, Deliver, Msg, SendData, SendRow, ShardKey, Stable
+from ..core.actions import Action, Deliver, Halt, Msg, Persist, SendData, SendRow, ShardKey, Stable, ViewInstalled
 from ..core.group import GroupCore
 from ..core.ordered import ProtocolError
 from ..tracing import Tracer, destination, end_ok, setup_sidecar_tracing, shutdown_tracing
@@ -27,10 +27,14 @@ from ..wire import frames
 from ..wire.types import ErrorCode, T
 from .clients import ClientServer, ClientSession, RequestError
 from .connection import FramedConnection
+from .durable import write_durably
 from .metrics import SidecarMetrics
 from .peers import PeerMesh
 
 log = logging.getLogger(__name__)
+
+# Process exit codes when the member halts, so a supervisor (Kubernetes) can tell why.
+EXIT_CODES = {"lost majority": 3, "removed from the view": 4, "inadequate layout": 5, "cannot persist": 6}
 
 # Frames carrying a batch of messages are cut at about this many payload bytes, so one huge
 # batch neither delays the first message nor needs a huge buffer at the reader.
@@ -49,6 +53,14 @@ class Sidecar:
         self.max_frame_payload = max(mc.max_message_size, BATCH_BYTES) + 4096
         self.ready = False
         self.halted: str | None = None
+        self.exit_code = 0
+        # Installed views, newest last: {vid, members, failed, reason}.
+        self.view_history: list[dict[str, Any]] = [
+            {"vid": self.view.vid, "members": list(self.view.members), "failed": [], "reason": "initial view"}
+        ]
+        # Failure detector: when each peer was last heard from (loop time), and who I suspect.
+        self.last_heard: dict[int, float] = {}
+        self.reported: set[int] = set()
         self.started_at = time.time()
         self.peer_state: dict[int, str] = {n: "connecting" for n in self.core.peers}
         # Per shard, my accepted SEND batches in msg_no order: (first msg_no, request ids,
@@ -115,7 +127,7 @@ class Sidecar:
         await self.start()
         await self._stop.wait()
         await self.close()
-        return 0
+        return self.exit_code
 
     def stop(self, reason: str = "asked to stop") -> None:
         log.info("stopping: %s", reason)
@@ -159,11 +171,17 @@ class Sidecar:
             if isinstance(action, SendData):
                 self._send_data(action)
             elif isinstance(action, SendRow):
-                self.mesh.send(action.to, [frames.encode({"t": T.ROW, "d": action.diff})])
+                self.mesh.send(action.to, [frames.encode({"t": T.ROW, "d": action.diff, "v": action.vid})])
             elif isinstance(action, Deliver):
                 self._deliver(action)
             elif isinstance(action, Stable):
                 self._receipts(action.shard, action.messages, -1)
+            elif isinstance(action, Persist):
+                self._persist(action)
+            elif isinstance(action, ViewInstalled):
+                self._installed(action)
+            elif isinstance(action, Halt):
+                self._halt(action)
 
     def _send_data(self, action: SendData) -> None:
         sg, sh = action.shard
@@ -172,6 +190,7 @@ class Sidecar:
         for batch, sizes in _cut(action.messages):
             header: dict[str, Any] = {
                 "t": T.DATA,
+                "v": action.vid,
                 "sg": sg,
                 "sh": sh,
                 "i": index,
@@ -298,11 +317,12 @@ class Sidecar:
 
     def on_peer_up(self, node: int) -> None:
         self.peer_state[node] = "connected"
+        self.last_heard[node] = self.loop.time() if self.loop else 0.0
         link = self.mesh.links[node]
         # A (re)connected peer needs my whole row, not just what changes from now on.
         row = self.core.sst.full_row()
         if row:
-            link.write([frames.encode({"t": T.ROW, "d": row})])
+            link.write([frames.encode({"t": T.ROW, "d": row, "v": self.view.vid})])
         if not self.ready and not self.mesh.missing():
             self._become_ready()
         self._schedule()
@@ -310,25 +330,56 @@ class Sidecar:
     def _become_ready(self) -> None:
         self.ready = True
         log.info("all %d members connected; the group is ready", len(self.view.members))
+        if self.core.peers and self.loop is not None:
+            now = self.loop.time()
+            for node in self.core.peers:
+                self.last_heard.setdefault(node, now)
+            self.loop.call_later(self.config.membership.heartbeat_interval, self._heartbeat)
+        self._schedule()
+
+    def _heartbeat(self) -> None:
+        """Beat to every peer; suspect any peer of the view silent for suspicion_timeout."""
+        if self.halted or self._stop.is_set() or self.loop is None:
+            return
+        self.mesh.send(tuple(self.mesh.links), [frames.encode({"t": T.BEAT})])
+        now = self.loop.time()
+        timeout = self.config.membership.suspicion_timeout
+        for node in self.core.peers:
+            if node not in self.reported and now - self.last_heard.get(node, now) > timeout:
+                self._suspect(node, f"silent for more than {timeout:g} s")
+        self._schedule()
+        self.loop.call_later(self.config.membership.heartbeat_interval, self._heartbeat)
+
+    def _suspect(self, node: int, why: str) -> None:
+        if node in self.reported or node not in self.view.ranks or self.halted:
+            return
+        self.reported.add(node)
+        log.warning("suspecting member %d: %s; the view changes without it", node, why)
+        self.metrics.suspicions.inc()
+        self.core.suspect(node)
         self._schedule()
 
     def on_peer_down(self, node: int, reason: str) -> None:
         self.peer_state[node] = f"lost: {reason}"
-        log.error(
-            "lost peer %d (%s); this version has no membership changes, so shards with it wait for it", node, reason
-        )
+        if self.ready and not self._stop.is_set():
+            self._suspect(node, reason)
 
     def on_peer_frame(self, node: int, frame: frames.Frame) -> None:
         header = frame.header
         kind = header.get("t")
+        if self.loop is not None:
+            self.last_heard[node] = self.loop.time()
         try:
             if kind == T.DATA:
                 self._peer_data(node, header, frame.payload)
             elif kind == T.ROW:
                 diff = header.get("d")
-                if not isinstance(diff, list) or not all(isinstance(v, int) for v in diff):
-                    raise ProtocolError("ROW frame without an integer list 'd'")
-                self.core.receive_row(node, diff)
+                vid = header.get("v")
+                if not isinstance(diff, list) or not all(isinstance(v, int) for v in diff) or type(vid) is not int:
+                    raise ProtocolError("ROW frame needs an integer list 'd' and a view id 'v'")
+                self.core.receive_row(node, diff, vid)
+            elif kind == T.BEAT:
+                return
             elif kind == T.ERROR:
                 log.error("peer %d reports an error: %s", node, header.get("m"))
                 return
@@ -340,8 +391,67 @@ class Sidecar:
             return
         self._schedule()
 
+    # -- view changes -----------------------------------------------------------------------
+
+    def _persist(self, action: Persist) -> None:
+        record = action.record
+        name = f"{action.what}-v{action.vid}-sg{record.get('subgroup', 0)}-sh{record.get('shard', 0)}.json"
+        path = self.config.data_dir / "membership" / name
+        assert self.loop is not None
+        done = self.loop.run_in_executor(None, write_durably, path, record)
+
+        def finished(future: asyncio.Future[None]) -> None:
+            error = future.exception()
+            if error is not None:
+                self._halt(Halt("cannot persist", {"detail": f"writing {path} failed: {error}"}))
+                return
+            self.core.persisted(action.token)
+            self._schedule()
+
+        done.add_done_callback(finished)
+
+    def _installed(self, action: ViewInstalled) -> None:
+        view = action.view
+        self.view = view
+        reason = f"failed: {list(action.failed)}" if action.failed else "no change"
+        entry = {"vid": view.vid, "members": list(view.members), "failed": list(action.failed), "reason": reason}
+        self.view_history.append(entry)
+        del self.view_history[:-20]
+        self.metrics.view_changes.labels("failed").inc()
+        log.warning("installed view %d: members %s (%s)", view.vid, list(view.members), reason)
+        self.mesh.set_members(view.members)
+        for node in action.failed:
+            self.peer_state[node] = f"removed in view {view.vid}"
+            self.last_heard.pop(node, None)
+        now = self.loop.time() if self.loop else 0.0
+        for node in self.core.peers:
+            self.last_heard[node] = max(self.last_heard.get(node, now), now)
+        event = frames.encode({"t": T.VIEW_EVENT, "b": entry})
+        for session in self.clients.sessions:
+            if session.watch_views:
+                session.conn.write([event])
+
+    def _halt(self, action: Halt) -> None:
+        if self.halted:
+            return
+        detail = action.detail.get("detail", "")
+        self.halted = f"{action.reason}: {detail}" if detail else action.reason
+        self.exit_code = EXIT_CODES.get(action.reason, 1)
+        log.error("halting (exit code %d): %s", self.exit_code, self.halted)
+        # Every send still waiting gets its one outcome: an error that says why.
+        message = f"this member stopped serving writes: {self.halted}"
+        for batches in self.receipts.values():
+            for _, requests, session, _ in batches:
+                session.error(requests, ErrorCode.HALTED, message)
+            batches.clear()
+        self._schedule()
+        if self.loop is not None:
+            # Let the errors and the status be seen for a moment, then exit with the code.
+            self.loop.call_later(0.5, self.stop, self.halted)
+
     def _peer_data(self, node: int, header: dict[str, Any], payload: bytes) -> None:
         try:
+            vid = int(header["v"])
             key = (int(header["sg"]), int(header["sh"]))
             first = int(header["i"])
             msg_nos = header["m"]
@@ -370,7 +480,7 @@ class Sidecar:
             self.tracer.record_receive(
                 destination(self.config.group, key), [(m.trace, node, m.msg_no) for m in msgs if m.trace], self.node_id
             )
-        self.core.receive_data(node, key, first, msgs)
+        self.core.receive_data(node, key, first, msgs, vid)
 
     # -- applications -------------------------------------------------------------------------
 
@@ -505,8 +615,10 @@ class Sidecar:
         if self.halted:
             return f"halted: {self.halted}"
         missing = self.mesh.missing()
-        if missing:
+        if missing and not self.ready:
             return f"connections to members {missing}"
+        if self.core.wedged():
+            return f"a view change: members {self.core.suspected()} are suspected"
         return None
 
     def status(self) -> dict[str, Any]:
@@ -514,9 +626,13 @@ class Sidecar:
         return {
             "node_id": self.node_id,
             "group": self.config.group,
-            "ready": self.ready and not self.mesh.missing() and not self.halted,
+            "ready": self.ready and not self.halted and not self.core.wedged(),
             "waiting_for": self.waiting_for(),
+            "halted": self.halted,
             "view": self.view_summary(),
+            "view_history": self.view_history,
+            "wedged": core["wedged"],
+            "suspected": core["suspected"],
             "shards": core["shards"],
             "peers": {str(k): v for k, v in self.peer_state.items()},
             "clients": len(self.clients.sessions),

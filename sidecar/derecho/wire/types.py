@@ -16,7 +16,13 @@ Sidecar -> client
 Peer <-> peer
   HELLO      node, group, proto             first frame both ways
   DATA       sg, sh, i: first index, m: [msg numbers], n: [sizes], x: {pos: trace}
-  ROW        d: [column, value, ...]        a diff of the sender's SST row
+  ROW        d: [column, value, ...], v: vid    a diff of the sender's SST row in view vid
+  BEAT       (nothing)                      heartbeat: the sender is alive
+DATA frames also carry v: the view id they belong to.
+Sidecar -> client, for apps that watch views
+  VIEW_EVENT b: {vid, members, failed, reason}
+Client -> sidecar
+  WATCH_VIEWS r: request id                 VIEW_EVENT frames follow for each installed view
 """
 
 from __future__ import annotations
@@ -31,13 +37,16 @@ class T(IntEnum):
     SUBSCRIBE = 2
     VIEW = 3
     STATUS = 4
+    WATCH_VIEWS = 5
     RECEIPTS = 10
     DELIVER = 11
     REPLY = 12
     ERROR = 13
+    VIEW_EVENT = 14
     HELLO = 20
     DATA = 21
     ROW = 22
+    BEAT = 23
 
 
 class ErrorCode(IntEnum):
@@ -48,3 +57,4 @@ class ErrorCode(IntEnum):
     SLOW_CONSUMER = 5
     SHUTTING_DOWN = 6
     NOT_A_SENDER = 7
+    HALTED = 8
