@@ -59,7 +59,8 @@ class _Columns:
         self.num_proposed = self.wedged + 1
         self.acked = self.wedged + 2
         self.committed = self.wedged + 3
-        self.trim = self.wedged + 4  # per shard of the view: trim + 1, 0 while unknown
+        self.left = self.wedged + 4  # 1 once the member leaves on purpose (Derecho's "rip")
+        self.trim = self.wedged + 5  # per shard of the view: trim + 1, 0 while unknown
         self.trim_ready = self.trim + shards  # per shard: the trim value on disk + 1
         self.end = self.trim_ready + shards
 
@@ -185,6 +186,13 @@ class GroupCore:
         if rank is not None and self.halted is None:
             self.sst.set(self.cols.suspected + rank, 1)
 
+    def leave(self) -> None:
+        """Leave the group on purpose: the others remove me without counting it as a failure
+        against the majority. The driver flushes, lets the row reach the peers, then exits."""
+        if self.halted is None:
+            self.sst.set(self.cols.left, 1)
+            self.sst.set(self.cols.suspected + self.my_rank, 1)
+
     def persisted(self, token: int) -> None:
         """A Persist action's record is durable."""
         entry = self._persisting.pop(token, None)
@@ -202,13 +210,13 @@ class GroupCore:
         out = self._out
         self._out = []
         self._membership(out)
-        if self.halted is not None:
-            return out
-        for shard in self.shards.values():
-            shard.flush()
-            if shard.out:
-                out.extend(shard.out)
-                shard.out.clear()
+        if self.halted is None:
+            for shard in self.shards.values():
+                shard.flush()
+                if shard.out:
+                    out.extend(shard.out)
+                    shard.out.clear()
+        # Even when halting, the last row goes out: it tells the others I left or wedged.
         diff = self.sst.take_diff()
         if diff is not None and self.peers:
             out.append(SendRow(self.peers, diff, self.view.vid))
@@ -220,23 +228,29 @@ class GroupCore:
         own = sst.own
         rows = sst.rows
         n = len(rows)
-        # 1. Suspicions spread: a member's suspicion is everyone's.
+        # 1. Suspicions spread: a member's suspicion is everyone's; one that left is suspected.
         for r in range(n):
-            if not own[cols.suspected + r] and any(row[cols.suspected + r] for row in rows):
+            if not own[cols.suspected + r] and (rows[r][cols.left] or any(row[cols.suspected + r] for row in rows)):
                 sst.set(cols.suspected + r, 1)
         suspected = [r for r in range(n) if own[cols.suspected + r]]
         if not suspected:
+            return
+        if own[cols.left]:
+            self._halt(out, "left the group", "this member left on request")
             return
         if self.my_rank in suspected:
             by = [self.view.members[x] for x in range(n) if rows[x][cols.suspected + self.my_rank]]
             self._halt(out, "removed from the view", f"members {by} suspected this member", suspected_by=by)
             return
-        if 2 * len(suspected) >= n:
+        # Majority rule (Derecho's): members that left on purpose do not count against it.
+        departed = sum(1 for r in suspected if rows[r][cols.left])
+        if len(suspected) - departed >= (n - departed + 1) // 2:
             failed = [self.view.members[r] for r in suspected]
             self._halt(
                 out,
                 "lost majority",
-                f"suspects {failed} of the {n} members of view {self.view.vid}; a minority must not go on",
+                f"suspects {failed} of the {n} members of view {self.view.vid} (of which {departed} left); "
+                "a minority must not go on",
                 suspected=failed,
             )
             return

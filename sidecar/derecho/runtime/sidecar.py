@@ -34,7 +34,13 @@ from .peers import PeerMesh
 log = logging.getLogger(__name__)
 
 # Process exit codes when the member halts, so a supervisor (Kubernetes) can tell why.
-EXIT_CODES = {"lost majority": 3, "removed from the view": 4, "inadequate layout": 5, "cannot persist": 6}
+EXIT_CODES = {
+    "left the group": 0,
+    "lost majority": 3,
+    "removed from the view": 4,
+    "inadequate layout": 5,
+    "cannot persist": 6,
+}
 
 # Frames carrying a batch of messages are cut at about this many payload bytes, so one huge
 # batch neither delays the first message nor needs a huge buffer at the reader.
@@ -61,6 +67,7 @@ class Sidecar:
         # Failure detector: when each peer was last heard from (loop time), and who I suspect.
         self.last_heard: dict[int, float] = {}
         self.reported: set[int] = set()
+        self._last_beat = 0.0
         self.started_at = time.time()
         self.peer_state: dict[int, str] = {n: "connecting" for n in self.core.peers}
         # Per shard, my accepted SEND batches in msg_no order: (first msg_no, request ids,
@@ -108,6 +115,9 @@ class Sidecar:
         await self.mesh.start()
         await self.clients.start()
         (self.config.data_dir / "sidecar.pid").write_text(f"{os.getpid()}\n")
+        assert self.loop is not None
+        self._last_beat = self.loop.time()
+        self.loop.call_later(self.config.membership.heartbeat_interval, self._heartbeat)
         if not self.core.peers:
             self._become_ready()
         log.info(
@@ -126,8 +136,18 @@ class Sidecar:
                 loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
         await self.start()
         await self._stop.wait()
+        await self._leave()
         await self.close()
         return self.exit_code
+
+    async def _leave(self) -> None:
+        """On a requested stop, leave through the view change, so the others go on at once
+        and do not count this member against their majority."""
+        if self.halted or not self.ready or not self.core.peers:
+            return
+        self.core.leave()
+        self._turn()
+        await asyncio.sleep(0.05)  # the row update leaves with the next write; let it reach the peers
 
     def stop(self, reason: str = "asked to stop") -> None:
         log.info("stopping: %s", reason)
@@ -330,23 +350,33 @@ class Sidecar:
     def _become_ready(self) -> None:
         self.ready = True
         log.info("all %d members connected; the group is ready", len(self.view.members))
-        if self.core.peers and self.loop is not None:
+        if self.loop is not None:
+            # Silence is measured from now on: before, peers were still starting.
             now = self.loop.time()
             for node in self.core.peers:
-                self.last_heard.setdefault(node, now)
-            self.loop.call_later(self.config.membership.heartbeat_interval, self._heartbeat)
+                self.last_heard[node] = max(self.last_heard.get(node, now), now)
         self._schedule()
 
     def _heartbeat(self) -> None:
-        """Beat to every peer; suspect any peer of the view silent for suspicion_timeout."""
+        """Beat to every connected peer (from start-up on, so nobody waiting for the rest of
+        the group looks silent); once ready, suspect any peer silent for suspicion_timeout."""
         if self.halted or self._stop.is_set() or self.loop is None:
             return
         self.mesh.send(tuple(self.mesh.links), [frames.encode({"t": T.BEAT})])
         now = self.loop.time()
-        timeout = self.config.membership.suspicion_timeout
-        for node in self.core.peers:
-            if node not in self.reported and now - self.last_heard.get(node, now) > timeout:
-                self._suspect(node, f"silent for more than {timeout:g} s")
+        interval = self.config.membership.heartbeat_interval
+        stalled = now - self._last_beat - interval
+        self._last_beat = now
+        if stalled > interval:
+            # This process did not run for a while (an overloaded machine): peers' frames may be
+            # waiting unread in the socket; do not blame them for my own stall.
+            for node in self.last_heard:
+                self.last_heard[node] += stalled
+        if self.ready:
+            timeout = self.config.membership.suspicion_timeout
+            for node in self.core.peers:
+                if node not in self.reported and now - self.last_heard.get(node, now) > timeout:
+                    self._suspect(node, f"silent for more than {timeout:g} s")
         self._schedule()
         self.loop.call_later(self.config.membership.heartbeat_interval, self._heartbeat)
 
