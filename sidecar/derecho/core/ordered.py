@@ -43,7 +43,6 @@ class OrderedShard(ShardEngine):
         self.col_received = base_column + RECEIVED
         self.col_delivered = base_column + DELIVERED
         self.col_released = base_column + RELEASED
-        self.held = False
         # Undelivered messages of each sender, in index order (my own included).
         self.queues: list[deque[Msg]] = [deque() for _ in self.senders]
         # Next index each sender's data may start at (nulls may leave gaps).
@@ -200,10 +199,6 @@ class OrderedShard(ShardEngine):
         """My messages not delivered in this view, in order: they go again in the next one."""
         own = list(self.queues[self.my_sender_rank]) if self.my_sender_rank >= 0 else []
         return own + list(self.pending)
-
-    def hold(self, held: bool) -> None:
-        """Stop (or resume) reporting my deliveries as done for the senders' flow control."""
-        self.held = held
 
     # -- introspection ----------------------------------------------------------------------
 

@@ -52,6 +52,9 @@ class ShardEngine:
         # Once wedged (a view change began) the engine sends and delivers nothing more in
         # this view; what is left is settled by the ragged trim.
         self.wedged = False
+        # Held while a local application reads slowly (see OrderedShard's RELEASED column);
+        # raw shards have no delivery order to hold back, so for them it changes nothing.
+        self.held = False
 
     def submit(self, msg: Msg) -> None:
         self._check_sender()
@@ -71,6 +74,10 @@ class ShardEngine:
         self.pending.extend(msgs)
         self.pending_bytes += sum(map(len, payloads))
         return first
+
+    def hold(self, held: bool) -> None:
+        """Stop (or resume) reporting my deliveries as done for the senders' flow control."""
+        self.held = held
 
     def wedge(self) -> None:
         self.wedged = True

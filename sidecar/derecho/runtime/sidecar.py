@@ -632,7 +632,7 @@ class Sidecar:
     def _update_holds(self) -> None:
         for key, shard in self.core.shards.items():
             held = any(s.behind_since is not None and key in s.subscriptions for s in self.clients.sessions)
-            if held != getattr(shard, "held", False) and hasattr(shard, "hold"):
+            if held != shard.held:
                 shard.hold(held)
         self._schedule()
 
