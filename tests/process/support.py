@@ -55,6 +55,8 @@ class Groups:
         self.base = base
         self.groups: list[LocalGroup] = []
         self.clients: list[Client] = []
+        # (group directory, node id) -> the exit codes that member may end with instead of 0.
+        self.expected_exits: dict[tuple[Path, int], set[int]] = {}
 
     def create(self, members: int = 3, *, settings: dict[str, Any] | None = None, group: str = "local") -> LocalGroup:
         """A group with its directory laid out but no member started (the test spawns them)."""
@@ -75,8 +77,13 @@ class Groups:
         self.clients.append(client)
         return client
 
+    def expect_exit(self, group: LocalGroup, member: LocalMember, codes: set[int]) -> None:
+        """`member` is meant to end with one of `codes` (-9 for a SIGKILL), not with 0."""
+        self.expected_exits[(group.directory, member.node_id)] = codes
+
     async def close(self) -> list[str]:
-        """Stop everything; returns a problem per member that did not exit cleanly."""
+        """Stop everything; returns a problem per member that did not exit as expected (0 unless
+        `expect_exit` said otherwise)."""
         for client in self.clients:
             with contextlib.suppress(Exception):
                 await client.close()
@@ -85,9 +92,11 @@ class Groups:
             codes = await local.stop()
             for member in local.members:
                 code = codes[member.node_id]
-                if member.process is not None and code != 0:
+                allowed = self.expected_exits.get((local.directory, member.node_id), {0})
+                if member.process is not None and code not in allowed:
                     problems.append(
-                        f"member {member.node_id} of {local.directory} exited with {code}; log tail:\n"
+                        f"member {member.node_id} of {local.directory} exited with {code} "
+                        f"(expected {sorted(allowed)}); log tail:\n"
                         f"{local.tail(member)}"
                     )
         return problems
