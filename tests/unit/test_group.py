@@ -34,9 +34,9 @@ def test_every_member_lays_out_columns_for_every_shard():
     view = two_subgroups()
     cores = [GroupCore(my_node=n, view=view) for n in view.members]
     # 2 ordered shards x 4 columns + raw shard with 2 senders (1 + 2 columns), then membership
-    # columns (suspected and proposed per member, 5 counters, trim and trim-ready per shard).
+    # columns (suspected, proposed and left per member, 4 counters, trim and trim-ready per shard).
     members, shards = len(view.members), 3
-    assert {c.sst.columns for c in cores} == {2 * ORDERED_COLUMNS + 3 + 2 * members + 5 + 2 * shards}
+    assert {c.sst.columns for c in cores} == {2 * ORDERED_COLUMNS + 3 + 3 * members + 4 + 2 * shards}
     assert set(cores[0].shards) == {(0, 0)}
     assert set(cores[1].shards) == {(0, 0), (1, 0)}
     assert set(cores[2].shards) == {(0, 1), (1, 0)}

@@ -55,12 +55,14 @@ class _Columns:
     def __init__(self, start: int, members: int, shards: int) -> None:
         self.suspected = start
         self.proposed = start + members
-        self.wedged = start + 2 * members
+        # Per member: 1 once it is known to have left on purpose (Derecho's "rip"). Spread like
+        # suspicions, in the same row update, so nobody sees a leaver's removal without it.
+        self.left = start + 2 * members
+        self.wedged = start + 3 * members
         self.num_proposed = self.wedged + 1
         self.acked = self.wedged + 2
         self.committed = self.wedged + 3
-        self.left = self.wedged + 4  # 1 once the member leaves on purpose (Derecho's "rip")
-        self.trim = self.wedged + 5  # per shard of the view: trim + 1, 0 while unknown
+        self.trim = self.wedged + 4  # per shard of the view: trim + 1, 0 while unknown
         self.trim_ready = self.trim + shards  # per shard: the trim value on disk + 1
         self.end = self.trim_ready + shards
 
@@ -190,7 +192,7 @@ class GroupCore:
         """Leave the group on purpose: the others remove me without counting it as a failure
         against the majority. The driver flushes, lets the row reach the peers, then exits."""
         if self.halted is None:
-            self.sst.set(self.cols.left, 1)
+            self.sst.set(self.cols.left + self.my_rank, 1)
             self.sst.set(self.cols.suspected + self.my_rank, 1)
 
     def persisted(self, token: int) -> None:
@@ -228,14 +230,17 @@ class GroupCore:
         own = sst.own
         rows = sst.rows
         n = len(rows)
-        # 1. Suspicions spread: a member's suspicion is everyone's; one that left is suspected.
+        # 1. Suspicions spread: a member's suspicion is everyone's, and so is knowing it left.
         for r in range(n):
-            if not own[cols.suspected + r] and (rows[r][cols.left] or any(row[cols.suspected + r] for row in rows)):
+            if not own[cols.left + r] and any(row[cols.left + r] for row in rows):
+                sst.set(cols.left + r, 1)
+                sst.set(cols.suspected + r, 1)
+            if not own[cols.suspected + r] and any(row[cols.suspected + r] for row in rows):
                 sst.set(cols.suspected + r, 1)
         suspected = [r for r in range(n) if own[cols.suspected + r]]
         if not suspected:
             return
-        if own[cols.left]:
+        if own[cols.left + self.my_rank]:
             self._halt(out, "left the group", "this member left on request")
             return
         if self.my_rank in suspected:
@@ -243,7 +248,7 @@ class GroupCore:
             self._halt(out, "removed from the view", f"members {by} suspected this member", suspected_by=by)
             return
         # Majority rule (Derecho's): members that left on purpose do not count against it.
-        departed = sum(1 for r in suspected if rows[r][cols.left])
+        departed = sum(1 for r in suspected if own[cols.left + r])
         if len(suspected) - departed >= (n - departed + 1) // 2:
             failed = [self.view.members[r] for r in suspected]
             self._halt(

@@ -466,7 +466,8 @@ class Sidecar:
             return
         detail = action.detail.get("detail", "")
         self.halted = f"{action.reason}: {detail}" if detail else action.reason
-        self.exit_code = EXIT_CODES.get(action.reason, 1)
+        # Asked to stop and halted on the way out (the others left first): a clean stop.
+        self.exit_code = 0 if self._stop.is_set() else EXIT_CODES.get(action.reason, 1)
         log.error("halting (exit code %d): %s", self.exit_code, self.halted)
         # Every send still waiting gets its one outcome: an error that says why.
         message = f"this member stopped serving writes: {self.halted}"
