@@ -20,12 +20,15 @@ from .cluster import Cluster, Scenario, membership_supported
 CRASH_SHARE = 0.4
 
 
-def scenario_for(seed: int, crashes: bool | None = None) -> Scenario:
+def scenario_for(seed: int, crashes: bool | None = None, false_suspicions: int | None = None) -> Scenario:
     """Vary group shape with the seed so a range of seeds covers many layouts.
 
     crashes=None mixes: about 40% of seeds crash 1..minority members. True forces a crash
     scenario, False a fault-free one. The group shape is drawn first, the same way whatever
-    `crashes` says, so a fault-free seed is exactly the scenario it always was.
+    `crashes` says, so a fault-free seed is exactly the scenario it always was. Of the crash
+    scenarios about 10% also falsely suspect a live member (false_suspicions=N forces N in
+    every crash scenario, 0 none; crashes then make room for them in the minority) and about
+    20% have a member leave on purpose.
     """
     rng = random.Random(seed ^ 0x5EED)
     members = rng.randint(1, 9)
@@ -45,18 +48,31 @@ def scenario_for(seed: int, crashes: bool | None = None) -> Scenario:
         # A crash needs a majority left behind: 3..9 members.
         scenario.members = faults.randint(3, 9)
     minority = (scenario.members - 1) // 2
+    # Every option is drawn whatever the others say, so each is a fixed function of the seed.
     scenario.crashes = faults.randint(1, minority)
-    scenario.leader_crash = scenario.crashes >= 2 and faults.random() < 0.5
-    # Only ordered shards persist a ragged trim; raw shards emit no Persist to crash after.
-    scenario.persist_crash = scenario.crashes >= 2 and faults.random() < 0.5 and scenario.mode is DeliveryMode.ORDERED
-    scenario.partial_delivery = faults.random() < 0.8
+    leader, persist, partial, leave, wrongly = (faults.random() for _ in range(5))
     scenario.suspect_delay = faults.choice((1, 5, 20, 60, 300))
     scenario.persist_delay = faults.choice((0, 2, 10, 40))
+    scenario.partial_delivery = partial < 0.8
+    if false_suspicions is not None:
+        wrongly = 0.0 if false_suspicions > 0 else 1.0
+    if wrongly < 0.1:
+        # A live member is falsely suspected; the crashes make room for it in the minority.
+        scenario.false_suspicions = false_suspicions or 1
+        scenario.crashes = max(0, min(scenario.crashes, minority - scenario.false_suspicions))
+    elif leave < 0.25 and scenario.crashes < minority:
+        # A member leaves on purpose (when the layout can lose one more).
+        scenario.leaves = 1
+    scenario.leader_crash = scenario.crashes >= 2 and leader < 0.5
+    # Only ordered shards persist a ragged trim; raw shards emit no Persist to crash after.
+    scenario.persist_crash = scenario.crashes >= 2 and persist < 0.5 and scenario.mode is DeliveryMode.ORDERED
     return scenario
 
 
-def run_seed(seed: int, crashes: bool | None = None, trace: bool = False) -> Cluster:
-    cluster = Cluster(seed, scenario_for(seed, crashes), trace=trace)
+def run_seed(
+    seed: int, crashes: bool | None = None, trace: bool = False, false_suspicions: int | None = None
+) -> Cluster:
+    cluster = Cluster(seed, scenario_for(seed, crashes, false_suspicions), trace=trace)
     try:
         cluster.run()
         check_all(cluster)
@@ -66,8 +82,10 @@ def run_seed(seed: int, crashes: bool | None = None, trace: bool = False) -> Clu
     return cluster
 
 
-def replay_command(seed: int, crashes: bool | None) -> str:
+def replay_command(seed: int, crashes: bool | None, false_suspicions: int | None = None) -> str:
     flag = {None: "", True: " --crashes", False: " --no-crashes"}[crashes]
+    if false_suspicions is not None:
+        flag += f" --false-suspicions {false_suspicions}"
     return f"python -m derecho.sim{flag} --seed {seed}"
 
 
@@ -79,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     faults = parser.add_mutually_exclusive_group()
     faults.add_argument("--crashes", dest="crashes", action="store_true", default=None, help="every seed crashes")
     faults.add_argument("--no-crashes", dest="crashes", action="store_false", help="no seed crashes")
+    parser.add_argument(
+        "--false-suspicions",
+        type=int,
+        metavar="N",
+        help="falsely suspect N live members in every crash scenario (0: never; default: about 10%% of them, one)",
+    )
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="run consecutive seeds for this long")
     parser.add_argument("--trace", action="store_true", help="print each run's fault timeline (for a replay)")
     parser.add_argument("--show", action="store_true", help="print each seed's scenario")
@@ -106,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             break
         total += 1
         if args.show:
-            print(f"seed {seed}: {scenario_for(seed, crashes)}", file=sys.stderr)
+            print(f"seed {seed}: {scenario_for(seed, crashes, args.false_suspicions)}", file=sys.stderr)
         try:
-            run_seed(seed, crashes, trace=args.trace)
+            run_seed(seed, crashes, trace=args.trace, false_suspicions=args.false_suspicions)
         except (InvariantViolation, RuntimeError) as exc:
             failed += 1
-            print(f"FAIL {exc}\n  replay: {replay_command(seed, args.crashes)}", file=sys.stderr)
+            replay = replay_command(seed, args.crashes, args.false_suspicions)
+            print(f"FAIL {exc}\n  replay: {replay}", file=sys.stderr)
     print(f"{total - failed} passed, {failed} failed ({time.monotonic() - began:.1f}s)")
     return 1 if failed else 0
 

@@ -219,7 +219,8 @@ def check_views(cluster: Cluster) -> None:
     - agreement: every member that installed view v installed the same member list (and layout);
     - each member's views go 0 -> 1 -> 2 ... and list it; `failed` is what left;
     - only members someone suspected (or that went down) ever leave a view;
-    - majority: each view has more than half of the members of the previous one.
+    - majority: each view has more than half of the members of the previous one, not counting
+      members that left on purpose (GroupCore.leave), as in Derecho's rule.
     """
     suspected_by_anyone = {n for m in cluster.members.values() for n, _ in m.suspected}
     agreed: dict[int, tuple[int, tuple[int, ...], object]] = {}
@@ -263,11 +264,13 @@ def check_views(cluster: Cluster) -> None:
                     f"view {rec.vid} (installed by node {node}) removed {blameless}, which nobody suspected "
                     f"and which never went down",
                 )
-            if 2 * len(rec.members) <= len(previous.members):
+            departed = [n for n in gone if cluster.members[n].left_at is not None]
+            if 2 * len(rec.members) <= len(previous.members) - len(departed):
                 _fail(
                     cluster,
                     f"majority lost: node {node} installed view {rec.vid} {list(rec.members)} with "
-                    f"{len(rec.members)} of the {len(previous.members)} members of view {previous.vid}",
+                    f"{len(rec.members)} of the {len(previous.members)} members of view {previous.vid}"
+                    + (f" ({departed} left on purpose)" if departed else ""),
                 )
             previous = rec.view if rec.view is not None else View(rec.vid, rec.members, previous.subgroups)
 
@@ -276,9 +279,17 @@ def check_trim_durable(cluster: Cluster) -> None:
     """The ragged trim is on disk at every survivor before anyone applies it (DESIGN.md section 4).
 
     When a member installs view v+1 from v, every member of its ordered shards that is in
-    v+1 has finished persisting (persisted(token) called) a ragged trim of view v for that
-    shard, and the latest such trim has the same value everywhere.
+    v+1 and that no failure detector had suspected by then has finished persisting
+    (persisted(token) called) a ragged trim of view v for that shard, and the latest such
+    trim has the same value everywhere. (A member already suspected, or that left, is failed:
+    it is removed in the next view and need not log the trim, as in Derecho.)
     """
+    first_suspected: dict[int, int] = {}
+    for member in cluster.members.values():
+        for n, step in member.suspected:
+            first_suspected[n] = min(step, first_suspected.get(n, step))
+        if member.left_at is not None:
+            first_suspected[member.node] = min(member.left_at, first_suspected.get(member.node, member.left_at))
     for node, member in sorted(cluster.members.items()):
         previous = cluster.view
         for rec in member.views:
@@ -288,7 +299,7 @@ def check_trim_durable(cluster: Cluster) -> None:
                     continue
                 values = {}
                 for other in layout.members:
-                    if other not in rec.members:
+                    if other not in rec.members or first_suspected.get(other, rec.step + 1) <= rec.step:
                         continue
                     done = [
                         p
@@ -315,11 +326,19 @@ def check_trim_durable(cluster: Cluster) -> None:
 
 
 def check_halts(cluster: Cluster) -> None:
-    """With only crashes of a minority (nobody falsely suspected), no member has a reason to halt."""
+    """A member halts only for a reason the run gave it.
+
+    With crashes of a minority, no survivor may halt: it keeps the majority and nobody suspects
+    it. A member that was asked to leave halts with "left the group". A falsely suspected member
+    is removed and halts; what that does to others' majority is the protocol's call, so false
+    suspicion runs accept any halt.
+    """
     if cluster.scenario.false_suspicions:
         return
     for node, member in sorted(cluster.members.items()):
         for halt in member.halts:
+            if member.left_at is not None and halt.reason == "left the group":
+                continue
             _fail(
                 cluster,
                 f"node {node} halted at step {halt.step} ({halt.reason}, {halt.detail}) though only "
@@ -337,6 +356,21 @@ def check_liveness(cluster: Cluster) -> None:
     of its shard; live members of a shard end with the same history; they all end in the same
     view, which lists exactly the live members; raw senders that saw no fault get every receipt.
     """
+    everyone = _live(cluster, cluster.view.members)
+    finals = {n: _final_view(cluster.members[n], cluster.view) for n in everyone}
+    for node in everyone:
+        vid, members = finals[node]
+        if members != tuple(everyone):
+            _fail(
+                cluster,
+                f"node {node} ends in view {vid} {list(members)}, but the live members are {everyone}"
+                + (f" (down: {_down(cluster)})" if len(everyone) < len(cluster.members) else ""),
+            )
+        if vid != finals[everyone[0]][0]:
+            _fail(
+                cluster,
+                f"live nodes {everyone[0]} and {node} end in different views {finals[everyone[0]][0]} and {vid}",
+            )
     for key, shard in _shards(cluster):
         live = _live(cluster, shard.members)
         expected = {(n, no) for n in _live(cluster, shard.members) for no in cluster.members[n].submitted.get(key, [])}
@@ -385,18 +419,6 @@ def check_liveness(cluster: Cluster) -> None:
                     continue  # receipts across a view change: the check above proves the deliveries
                 if sorted(member.stable_raw.get(key, [])) != sorted(member.submitted.get(key, [])):
                     _fail(cluster, f"node {node} lacks raw receipts in {key}")
-    live = _live(cluster, cluster.view.members)
-    finals = {n: _final_view(cluster.members[n], cluster.view) for n in live}
-    for node in live:
-        vid, members = finals[node]
-        if members != tuple(live):
-            _fail(
-                cluster,
-                f"node {node} ends in view {vid} {list(members)}, but the live members are {live}"
-                + (f" (down: {_down(cluster)})" if len(live) < len(cluster.members) else ""),
-            )
-        if vid != finals[live[0]][0]:
-            _fail(cluster, f"live nodes {live[0]} and {node} end in different views {finals[live[0]][0]} and {vid}")
 
 
 def _final_view(member: Member, first: View) -> tuple[int, tuple[int, ...]]:

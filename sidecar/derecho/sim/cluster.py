@@ -16,6 +16,8 @@ Faults (a scenario with `crashes > 0`; needs the core's membership API, `GroupCo
 - A member that halts (`Halt`) stops running like a crashed one, and the others suspect it.
 - Optionally a live member is falsely suspected by another (a timeout on a slow link); the
   connection breaks both ways, so it suspects that member in turn.
+- Optionally a member leaves on purpose (`GroupCore.leave`, Derecho's rip): it halts, and all
+  its frames reach the others (the driver lets its last row out before it exits).
 
 A run ends when nothing is in flight, nothing is scheduled and flushing every live member
 produces no action. Everything a member did is recorded for the checkers (checkers.py).
@@ -128,6 +130,8 @@ class Member:
     stable_raw: dict[ShardKey, list[int]] = field(default_factory=dict)
     # Payloads as submitted, to prove deliveries (resends included) carry what was sent.
     payloads: dict[ShardKey, dict[int, bytes]] = field(default_factory=dict)
+    # The view each message was submitted in (a later delivery view means it went again).
+    submitted_vid: dict[ShardKey, dict[int, int]] = field(default_factory=dict)
     views: list[ViewRecord] = field(default_factory=list)
     halts: list[HaltRecord] = field(default_factory=list)
     persists: list[PersistRecord] = field(default_factory=list)
@@ -135,6 +139,8 @@ class Member:
     suspected: list[tuple[int, int]] = field(default_factory=list)
     crashed_at: int | None = None
     halted_at: int | None = None
+    # When it was asked to leave the group (GroupCore.leave).
+    left_at: int | None = None
     # Why it went down, in words ("crash at step 40", "halt: lost majority", ...).
     fault: str = ""
     vid: int = 0
@@ -165,6 +171,8 @@ class Scenario:
     persist_crash: bool = False
     # Live members wrongly suspected by one peer (they get removed and must halt).
     false_suspicions: int = 0
+    # Members that leave on purpose (GroupCore.leave) at a random step.
+    leaves: int = 0
     # Crashed members' in-flight frames: each outgoing link keeps a random prefix (else all arrive).
     partial_delivery: bool = True
     # Steps until a survivor's failure detector reports a crash: uniform in 1..suspect_delay.
@@ -176,7 +184,7 @@ class Scenario:
 
     @property
     def faulty(self) -> bool:
-        return self.crashes > 0 or self.false_suspicions > 0
+        return self.crashes > 0 or self.false_suspicions > 0 or self.leaves > 0
 
 
 @dataclass
@@ -222,9 +230,12 @@ class Cluster:
         self.events: list[tuple[int, int, str, int, int]] = []
         self._order = 0
         self.plans: list[CrashPlan] = []
+        # Every member a plan takes down (crash victims, falsely suspected, leaving members).
+        self.reserved: set[int] = set()
         self.view_change_started: int | None = None
         self.trace: list[str] | None = [] if trace else None
-        self._where = ""
+        # Messages the scenario still has to submit (dropped if no live member can send any more).
+        self.to_send = self.scenario.messages
         if sc.faulty:
             self._plan_faults()
 
@@ -251,7 +262,7 @@ class Cluster:
         # Victims for the timed and Persist crashes, leaving room for the leader crash and the
         # falsely suspected members (fewer if the layout cannot lose that many).
         victims: list[int] = []
-        for extra in range(len(kinds) - len(static) + sc.false_suspicions, -1, -1):
+        for extra in range(len(kinds) - len(static) + sc.false_suspicions + sc.leaves, -1, -1):
             found = next(
                 (c for c in itertools.combinations(order, len(static) + extra) if self.removable(set(c))), None
             )
@@ -281,6 +292,14 @@ class Cluster:
             taken.add(target)
             by = rng.choice([n for n in self.view.members if n != target])
             self._schedule(rng.randint(1, horizon), "false-suspect", by, target)
+        for _ in range(sc.leaves):
+            candidates = [n for n in self.view.members if n not in taken and self.removable({*taken, n})]
+            if not candidates:
+                break
+            leaver = rng.choice(candidates)
+            taken.add(leaver)
+            self._schedule(rng.randint(1, horizon), "leave", leaver, 0)
+        self.reserved = taken
 
     def _schedule(self, step: int, kind: str, node: int, arg: int) -> None:
         self._order += 1
@@ -360,13 +379,16 @@ class Cluster:
                     f"(from {action.previous_vid}, failed {list(action.failed)})"
                 )
             elif isinstance(action, Halt):
+                # The rest of this flush still goes out (its last row tells the others that it
+                # left or wedged); then the member stops.
                 member.halts.append(HaltRecord(action.reason, dict(action.detail), self.steps))
-                self._down(member, halted=True, why=f"halt: {action.reason}")
-                return len(actions)
+                self._note(f"node {node} halts: {action.reason} ({action.detail})")
             else:
                 raise CoreError(
                     f"seed {self.seed}: node {node} emitted an action the simulator does not know: {action!r}"
                 )
+        if member.halts and member.alive:
+            self._down(member, halted=True, why=f"halt: {member.halts[-1].reason}")
         return len(actions)
 
     def _submit(self, member: Member) -> bool:
@@ -380,6 +402,7 @@ class Cluster:
         msg = self._call(member, f"submit({key})", member.core.submit, key, payload)
         member.submitted.setdefault(key, []).append(msg.msg_no)
         member.payloads.setdefault(key, {})[msg.msg_no] = payload
+        member.submitted_vid.setdefault(key, {})[msg.msg_no] = view.vid
         return True
 
     def _receive(self, member: Member) -> None:
@@ -427,7 +450,8 @@ class Cluster:
             member.crashed_at = self.steps
         member.fault = why
         self._note(f"node {node} down: {why}")
-        partial = self.scenario.partial_delivery
+        # A member that left on purpose let its last frames out; a crash or a halt may cut them.
+        partial = self.scenario.partial_delivery and member.left_at is None
         for (a, b), link in self.links.items():
             if b == node:
                 link.clear()
@@ -438,6 +462,15 @@ class Cluster:
         for peer, other in self.members.items():
             if peer != node and other.alive:
                 self._schedule(self.steps + self.rng.randint(1, self.scenario.suspect_delay), "suspect", peer, node)
+        if self.to_send and not any(
+            m.node in layout.senders
+            for m in self.members.values()
+            if m.alive
+            for shards in m.core.view.subgroups
+            for layout in shards
+        ):
+            self._note(f"no live sender is left: {self.to_send} messages are never submitted")
+            self.to_send = 0
 
     def _crash(self, plan: CrashPlan, why: str) -> None:
         plan.done = True
@@ -467,7 +500,7 @@ class Cluster:
     def _arm_leader_crash(self) -> None:
         """The first view change started: pick the leader (lowest-ranked survivor) as the victim."""
         self.view_change_started = self.steps
-        planned = {p.victim for p in self.plans if p.victim is not None}
+        planned = {p.victim for p in self.plans if p.victim is not None} | self.reserved
         down = {n for n, m in self.members.items() if not m.alive}
         for plan in self.plans:
             if plan.kind != "leader" or plan.done:
@@ -482,6 +515,7 @@ class Cluster:
                 continue
             plan.victim, plan.armed = victim, True
             planned.add(victim)
+            self.reserved.add(victim)
             self._note(f"leader crash armed: node {victim} (leader {leader})")
             if plan.leader_delay is not None:
                 self._schedule(self.steps + plan.leader_delay, "crash", victim, self.plans.index(plan))
@@ -496,7 +530,7 @@ class Cluster:
         if not member.alive:
             return
         if kind == "suspect" or kind == "false-suspect":
-            if any(n == arg for n, _ in member.suspected) or not self.members[node].alive:
+            if any(n == arg for n, _ in member.suspected):
                 return
             if kind == "false-suspect":
                 if not self.members[arg].alive:
@@ -510,6 +544,10 @@ class Cluster:
             self._call(member, f"suspect({arg})", member.core.suspect, arg)
             if first:
                 self._arm_leader_crash()
+        elif kind == "leave":
+            member.left_at = self.steps
+            self._note(f"node {node} leaves the group")
+            self._call(member, "leave()", member.core.leave)
         elif kind == "persisted":
             for record in member.persists:
                 if record.token == arg and record.completed < 0:
@@ -528,7 +566,6 @@ class Cluster:
 
     def run(self, max_steps: int = 200_000) -> None:
         """Submit the scenario's messages at random moments, then run until quiet."""
-        to_send = self.scenario.messages
         while self.steps < max_steps:
             self.steps += 1
             self._fire_due()
@@ -538,15 +575,15 @@ class Cluster:
                     return
                 continue
             member = self.members[self.rng.choice(nodes)]
-            if to_send and self.rng.random() < 0.3:
+            if self.to_send and self.rng.random() < 0.3:
                 for _ in range(self.rng.randint(1, 4)):
-                    if to_send and member.alive and self._submit(member):
-                        to_send -= 1
+                    if self.to_send and member.alive and self._submit(member):
+                        self.to_send -= 1
             else:
                 self._receive(member)
             if member.alive:
                 self._apply(member)
-            if not to_send and self.quiet():
+            if not self.to_send and self.quiet():
                 return
         raise RuntimeError(f"seed {self.seed}: no quiescence after {max_steps} steps; {self.describe()}")
 
