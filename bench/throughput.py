@@ -177,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     for trace in args.trace or ["off"]:
         with tempfile.TemporaryDirectory(prefix="derecho-bench-") as tmp, _sink(trace) as sink:
             env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink} if trace != "off" else None
-            group = LocalGroup(Path(tmp), args.members, group="bench", log_level="warning", env=env)
+            # A generous suspicion timeout: this measures throughput, and a member stalled by a
+            # huge traced batch must not be taken for a failed one (bench/failover.py measures that).
+            settings = {"membership": {"suspicion_timeout": 10.0}}
+            group = LocalGroup(Path(tmp), args.members, group="bench", log_level="warning", env=env, settings=settings)
             asyncio.run(group.start())
             try:
                 for size in sizes:
