@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -16,6 +17,7 @@ from collections import Counter
 import pytest
 
 from derecho.core.actions import Deliver
+from derecho.core.group import GroupCore
 from derecho.core.ordered import OrderedShard
 from derecho.core.raw import RawShard
 from derecho.core.view import DeliveryMode, ShardLayout, View
@@ -460,6 +462,21 @@ def test_a_core_that_delivers_raw_resends_twice_is_caught(monkeypatch):
     monkeypatch.setattr(RawShard, "__init__", forgetful)
     found = violations(crash_seeds_in(DeliveryMode.RAW, 40), crashes=True)
     assert any("twice" in m for m in found.values()), found
+
+
+@MEMBERSHIP
+def test_a_core_that_ignores_its_failure_detector_is_caught(monkeypatch):
+    monkeypatch.setattr(GroupCore, "suspect", lambda self, node: None)
+    found = violations(range(10), crashes=True)
+    assert any(re.search(r"node \d+ ends in view 0 .*, but the live members are", m) for m in found.values()), found
+
+
+@MEMBERSHIP
+def test_a_run_that_does_not_settle_names_its_seed():
+    seed = busy_seed(crashes=True)
+    cluster = Cluster(seed, scenario_for(seed, crashes=True))
+    with pytest.raises(RuntimeError, match=rf"seed {seed}: no quiescence after 40 steps; .* frames in flight"):
+        cluster.run(max_steps=40)
 
 
 class _Forgetful(dict):
