@@ -269,23 +269,16 @@ MEMBERSHIP = pytest.mark.skipif(
 )
 CRASH_SEEDS = 600
 
-# Crash seeds that fail because of a known core bug, pinned as strict xfails: when the core is
-# fixed they pass, the xfail turns into an error, and the seed goes back into the sweep.
-_STUCK_IN_OLD_VIEW = (
-    "core: members stay in the old view for good when the leader commits, some members install the next view "
-    "and the leader crashes: a member that suspected the leader before its commit row arrived copies commits "
-    "only from the current leader, and the new leader waits for rows (suspecting lower ranks) from members "
-    "that already left the view"
-)
-KNOWN_CORE_BUGS: dict[int, str] = {752: _STUCK_IN_OLD_VIEW, 3092: _STUCK_IN_OLD_VIEW, 3642: _STUCK_IN_OLD_VIEW}
+# Seeds that once exposed a core bug (members stuck in the old view when the leader committed,
+# some members installed the next view, and the leader crashed: the new leader now adopts a
+# commit seen in any row at once). They stay as regression seeds.
+REGRESSION_SEEDS = (752, 3092, 3642)
 
 
 @MEMBERSHIP
 @pytest.mark.parametrize("start", range(0, CRASH_SEEDS, CHUNK), ids=lambda s: f"crash-seeds{s}-{s + CHUNK - 1}")
 def test_crash_seeds_keep_every_invariant(start):
     for seed in range(start, start + CHUNK):
-        if seed in KNOWN_CORE_BUGS:
-            continue
         try:
             run_seed(seed, crashes=True)
         except (InvariantViolation, RuntimeError) as exc:
@@ -293,12 +286,8 @@ def test_crash_seeds_keep_every_invariant(start):
 
 
 @MEMBERSHIP
-@pytest.mark.parametrize(
-    "seed",
-    [pytest.param(seed, marks=pytest.mark.xfail(strict=True, reason=why)) for seed, why in KNOWN_CORE_BUGS.items()]
-    or [pytest.param(-1, marks=pytest.mark.skip(reason="no known core bug"))],
-)
-def test_known_core_bug_seeds_still_fail(seed):
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+def test_former_core_bug_seeds_pass(seed):
     run_seed(seed, crashes=True)
 
 

@@ -13,9 +13,10 @@ all through monotonic SST columns:
    more in this view, and its RECEIVED counters freeze. A member that finds itself suspected
    halts; one that suspects half the view or more halts too (the majority rule).
 2. Propose. The leader (lowest rank not suspected) proposes removing every suspected member:
-   PROPOSED bits and a proposal number. A new leader first waits until every live member's
-   row suspects all lower ranks, so it has seen any proposal they acknowledged, and adopts a
-   committed proposal exactly instead of making its own (its removal waits for the next view).
+   PROPOSED bits and a proposal number. A leader that sees a committed proposal in any row
+   adopts it exactly, at once (a commit is final; its own removals wait for the next view).
+   Otherwise a new leader first waits until every live member's row suspects all lower ranks,
+   so it has seen any proposal they acknowledged, before it proposes.
 3. Acknowledge and commit. Followers copy the leader's proposal (only one that covers what
    they already hold) and acknowledge its number; the leader commits once every live member
    has acknowledged it.
@@ -275,11 +276,6 @@ class GroupCore:
     def _lead(self, live: list[int], suspected: list[int]) -> None:
         cols, sst = self.cols, self.sst
         own, rows = sst.own, sst.rows
-        lower = range(self.my_rank)
-        # A new leader acts only once every live member suspects all lower ranks: their rows
-        # then show any proposal they acknowledged from a former leader.
-        if any(not rows[x][cols.suspected + low] for x in live for low in lower):
-            return
         committed = max(row[cols.committed] for row in rows)
         if committed > own[cols.committed]:
             # A former leader committed a proposal: carry it out exactly, as it was.
@@ -293,6 +289,12 @@ class GroupCore:
             sst.set(cols.committed, committed)
             return
         if own[cols.committed]:
+            return
+        # A commit is final, so it is adopted at once (above). Before proposing anything of its
+        # own, a new leader waits until every live member suspects all lower ranks: their rows
+        # then show any proposal they acknowledged, or commit they saw, from a former leader.
+        lower = range(self.my_rank)
+        if any(not rows[x][cols.suspected + low] for x in live for low in lower):
             return
         proposed = [r for r in range(len(rows)) if own[cols.proposed + r]]
         stale = own[cols.num_proposed] < max(row[cols.num_proposed] for row in rows)
