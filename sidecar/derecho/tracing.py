@@ -171,6 +171,21 @@ class Tracer:
         ).end()
 
 
+def record_view_change(tracer: Tracer, group: str, vid: int, members: list[int], failed: list[int], node: int) -> None:
+    """A view change, as a span of its own at each member that installs the view."""
+    tracer.tracer.start_span(
+        f"view change {group}",
+        kind=SpanKind.INTERNAL,
+        attributes={
+            "messaging.system": SYSTEM,
+            "derecho.view.id": vid,
+            "derecho.view.members": members,
+            "derecho.view.failed": failed,
+            "derecho.node_id": node,
+        },
+    ).end()
+
+
 def end_ok(span: Span, **attributes: Any) -> None:
     for key, value in attributes.items():
         span.set_attribute(key, value)

@@ -180,3 +180,30 @@ async def test_no_trace_headers_when_tracing_is_off(tmp_path: Path) -> None:
         sender_w.close()
     finally:
         await group.stop()
+
+
+async def test_a_view_change_is_a_span_at_every_survivor(tmp_path: Path, collector) -> None:
+    sink, endpoint = collector
+    env = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
+    group = LocalGroup(tmp_path, 3, group="changing", env=env, log_level="warning")
+    await group.start()
+    try:
+        group.members[2].process.kill()  # type: ignore[union-attr]
+        group.members[2].process.wait()  # type: ignore[union-attr]
+
+        def changes() -> list[dict]:
+            return [s for s in sink.spans if s["name"] == "view change changing"]
+
+        await wait_for(lambda: len(changes()) == 2, "view-change spans from both survivors")
+    finally:
+        await group.stop()
+    spans = changes()
+    assert {s["service"] for s in spans} == {"derecho-member-0", "derecho-member-1"}
+    for span in spans:
+        assert span["attrs"]["derecho.view.id"].int_value == 1
+        assert [v.int_value for v in span["attrs"]["derecho.view.failed"].array_value.values] == [2]

@@ -22,7 +22,14 @@ from ..config import SidecarConfig
 from ..core.actions import Action, Deliver, Halt, Msg, Persist, SendData, SendRow, ShardKey, Stable, ViewInstalled
 from ..core.group import GroupCore
 from ..core.ordered import ProtocolError
-from ..tracing import Tracer, destination, end_ok, setup_sidecar_tracing, shutdown_tracing
+from ..tracing import (
+    Tracer,
+    destination,
+    end_ok,
+    record_view_change,
+    setup_sidecar_tracing,
+    shutdown_tracing,
+)
 from ..wire import frames
 from ..wire.types import ErrorCode, T
 from .clients import ClientServer, ClientSession, RequestError
@@ -449,6 +456,10 @@ class Sidecar:
         del self.view_history[:-20]
         self.metrics.view_changes.labels("failed").inc()
         log.warning("installed view %d: members %s (%s)", view.vid, list(view.members), reason)
+        if self.tracer is not None:
+            record_view_change(
+                self.tracer, self.config.group, view.vid, list(view.members), list(action.failed), self.node_id
+            )
         self.mesh.set_members(view.members)
         for node in action.failed:
             self.peer_state[node] = f"removed in view {view.vid}"
