@@ -22,6 +22,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
@@ -385,3 +387,31 @@ async def test_member_that_loses_majority_halts_with_code_3(groups: Groups):
         assert isinstance(app.outcomes[data], DerechoError), f"{data[:16]!r}, sent after the kills, was delivered"
     receipts = [o for o in app.outcomes.values() if isinstance(o, Receipt)]
     assert all(r.version >> 32 == 0 for r in receipts)
+
+
+async def test_derecho_leave_removes_a_member_without_waiting_for_a_timeout(groups: Groups):
+    """`derecho leave` makes the member leave through a view change: it exits 0 and the others
+    install the next view without it (a 60 s suspicion timeout shows no timeout was needed)."""
+    group = await groups.start(3, settings={"membership": {"suspicion_timeout": 60.0}})
+    leaver = group.members[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "derecho", "leave", "--socket", str(leaver.socket)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "member 2 is leaving the group" in done.stdout
+    async with asyncio.timeout(20):
+        while leaver.process.poll() is None:  # type: ignore[union-attr]
+            await asyncio.sleep(0.05)
+    assert leaver.process.returncode == 0  # type: ignore[union-attr]
+    app = await groups.connect(group.members[0])
+    async with asyncio.timeout(20):
+        while (await app.status())["view"]["vid"] < 1:
+            await asyncio.sleep(0.05)
+    status = await app.status()
+    assert status["view"]["members"] == [0, 1]
+    assert status["view_history"][-1]["failed"] == [2]
+    receipt = await app.send(b"after the leave")
+    assert receipt.version >> 32 == 1

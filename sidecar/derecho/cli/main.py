@@ -77,6 +77,28 @@ def status(socket_path: Path, as_json: bool) -> None:
 
 
 from .demo import demo  # noqa: E402
+
+
+@cli.command()
+@click.option("--socket", "socket_path", required=True, type=click.Path(path_type=Path), help="member's socket")
+def leave(socket_path: Path) -> None:
+    """Make a member leave its group through a view change; the others go on without it."""
+    from ..client import Client, DerechoError
+
+    async def ask() -> int:
+        async with await Client.connect(socket_path, timeout=3.0) as client:
+            node = (await client.status())["node_id"]
+            await client.ask_member_to_leave()
+            return node
+
+    try:
+        node = asyncio.run(ask())
+    except DerechoError as exc:
+        click.echo(f"derecho leave: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"member {node} is leaving the group")
+
+
 from .up import up  # noqa: E402
 
 cli.add_command(up)

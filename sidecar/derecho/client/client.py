@@ -470,6 +470,10 @@ class Client:
         body = await self._request(T.VIEW)
         return View(body["vid"], list(body["members"]))
 
+    async def ask_member_to_leave(self) -> None:
+        """Make this client's member leave the group (through a view change) and exit."""
+        await self._request(T.LEAVE)
+
     async def status(self) -> dict[str, Any]:
         return await self._request(T.STATUS)
 

@@ -122,6 +122,9 @@ class ClientServer:
                 session.reply(request, {"subgroup": key[0], "shard": key[1]})
             elif kind == T.VIEW:
                 session.reply(request, self.sidecar.view_summary())
+            elif kind == T.LEAVE:
+                session.reply(request, {"leaving": True, "node_id": self.sidecar.node_id})
+                self.sidecar.stop(f"application {session.number} asked this member to leave")
             elif kind == T.WATCH_VIEWS:
                 session.watch_views = True
                 session.reply(request, self.sidecar.view_history[-1])

@@ -23,6 +23,8 @@ Sidecar -> client, for apps that watch views
   VIEW_EVENT b: {vid, members, failed, reason}
 Client -> sidecar
   WATCH_VIEWS r: request id                 VIEW_EVENT frames follow for each installed view
+  LEAVE      r: request id                  the member leaves the group through a view change
+                                            and exits 0 (like SIGTERM)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class T(IntEnum):
     VIEW = 3
     STATUS = 4
     WATCH_VIEWS = 5
+    LEAVE = 6
     RECEIPTS = 10
     DELIVER = 11
     REPLY = 12
