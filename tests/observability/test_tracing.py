@@ -84,6 +84,16 @@ def app_spans() -> InMemorySpanExporter:
     return exporter
 
 
+def otlp_env(endpoint: str) -> dict[str, str]:
+    """Sidecars export their spans over OTLP/HTTP to the test's collector, quickly."""
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    }
+
+
 async def wait_for(condition, what: str, timeout: float = 15.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
@@ -94,12 +104,7 @@ async def wait_for(condition, what: str, timeout: float = 15.0) -> None:
 
 async def test_one_send_is_one_trace_across_the_group(tmp_path: Path, collector, app_spans) -> None:
     sink, endpoint = collector
-    env = {
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_BSP_SCHEDULE_DELAY": "50",
-    }
+    env = otlp_env(endpoint)
     group = LocalGroup(tmp_path, 3, group="traced", env=env, log_level="warning")
     await group.start()
     try:
@@ -184,12 +189,7 @@ async def test_no_trace_headers_when_tracing_is_off(tmp_path: Path) -> None:
 
 async def test_a_view_change_is_a_span_at_every_survivor(tmp_path: Path, collector) -> None:
     sink, endpoint = collector
-    env = {
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_BSP_SCHEDULE_DELAY": "50",
-    }
+    env = otlp_env(endpoint)
     group = LocalGroup(tmp_path, 3, group="changing", env=env, log_level="warning")
     await group.start()
     try:
