@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -415,3 +416,37 @@ async def test_derecho_leave_removes_a_member_without_waiting_for_a_timeout(grou
     assert status["view_history"][-1]["failed"] == [2]
     receipt = await app.send(b"after the leave")
     assert receipt.version >> 32 == 1
+
+
+async def test_derecho_signal_kill_and_the_saved_view(groups: Groups):
+    """`derecho signal --member 2 kill` crashes a member of a local group; the survivors
+    install view 1 and save it durably in data_dir/membership/view.json."""
+    group = await groups.start(3)
+    victim = group.members[2]
+    groups.expect_exit(group, victim, {-9})
+    done = subprocess.run(
+        [sys.executable, "-m", "derecho", "signal", "--dir", str(group.directory), "--member", "2", "kill"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"sent SIGKILL to member 2 (pid {victim.process.pid})" in done.stdout  # type: ignore[union-attr]
+    app = await groups.connect(group.members[0])
+    async with asyncio.timeout(20):
+        while (await app.status())["view"]["vid"] < 1:
+            await asyncio.sleep(0.05)
+    saved = group.members[0].directory / "membership" / "view.json"
+    async with asyncio.timeout(20):
+        while not saved.exists():
+            await asyncio.sleep(0.05)
+    record = json.loads(saved.read_text())
+    assert record["vid"] == 1 and record["members"] == [0, 1] and record["failed"] == [2]
+    assert record["subgroups"] == [[{"members": [0, 1], "senders": [0, 1], "mode": "ordered"}]]
+    again = subprocess.run(
+        [sys.executable, "-m", "derecho", "signal", "--dir", str(group.directory), "--member", "7", "stop"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert again.returncode == 1 and "is member 7 of the group" in again.stderr

@@ -99,9 +99,11 @@ def leave(socket_path: Path) -> None:
     click.echo(f"member {node} is leaving the group")
 
 
+from .signal_member import signal_member  # noqa: E402
 from .up import up  # noqa: E402
 
 cli.add_command(up)
+cli.add_command(signal_member)
 cli.add_command(demo)
 
 

@@ -460,6 +460,7 @@ class Sidecar:
             record_view_change(
                 self.tracer, self.config.group, view.vid, list(view.members), list(action.failed), self.node_id
             )
+        self._save_view(entry)
         self.mesh.set_members(view.members)
         for node in action.failed:
             self.peer_state[node] = f"removed in view {view.vid}"
@@ -471,6 +472,22 @@ class Sidecar:
         for session in self.clients.sessions:
             if session.watch_views:
                 session.conn.write([event])
+
+    def _save_view(self, entry: dict[str, Any]) -> None:
+        """Saved at every install (as Derecho does): where a total restart will start from."""
+        layout = [
+            [{"members": list(s.members), "senders": list(s.senders), "mode": str(s.mode)} for s in shards]
+            for shards in self.view.subgroups
+        ]
+        path = self.config.data_dir / "membership" / "view.json"
+        assert self.loop is not None
+        saved = self.loop.run_in_executor(None, write_durably, path, {**entry, "subgroups": layout})
+
+        def check(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                log.error("could not save view %d to %s: %s", entry["vid"], path, future.exception())
+
+        saved.add_done_callback(check)
 
     def _halt(self, action: Halt) -> None:
         if self.halted:
