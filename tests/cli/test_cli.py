@@ -321,3 +321,19 @@ def test_demo_passes(derecho_command: list[str], tmp_path: Path):
     assert "in exactly the same order" in result.stdout
     assert "Stopped every member." in result.stdout
     assert not list((tmp_path / "demo").glob("member-*/sidecar.pid"))
+
+
+def test_demo_shows_a_member_failing_and_the_group_carrying_on(derecho_command: list[str], tmp_path: Path):
+    result = run(derecho_command, "demo", "--messages", "300", "--fail", "--dir", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = " ".join(result.stdout.split())  # rich wraps long lines
+    assert "Now member 2 crashes (kill -9" in out
+    assert "the survivors installed view 1 (members [0, 1], failed [2])" in out
+    assert "every survivor delivered them in the same order, all in view 1" in out
+    assert "The group carried on without the failed member." in out
+
+
+def test_demo_fail_needs_three_members(derecho_command: list[str], tmp_path: Path):
+    result = run(derecho_command, "demo", "--members", "2", "--fail", "--dir", str(tmp_path / "demo"))
+    assert result.returncode == 2
+    assert "--fail needs at least 3 members" in result.stdout + result.stderr

@@ -34,29 +34,36 @@ from ..localgroup import LocalGroup, LocalGroupError
     type=click.Path(path_type=Path),
     help="where members live (default: a temporary directory)",
 )
-def demo(members: int, messages: int, size: int, directory: Path | None) -> None:
+@click.option("--fail", is_flag=True, help="then crash a member (kill -9) and show the group carrying on")
+def demo(members: int, messages: int, size: int, directory: Path | None, fail: bool) -> None:
     """Start a local group, send through it from several apps, and check they all agree."""
     console = Console()
+    if fail and members < 3:
+        console.print("[red]derecho demo: --fail needs at least 3 members, so that a majority survives")
+        sys.exit(2)
     try:
         if directory is None:
             with tempfile.TemporaryDirectory(prefix="derecho-demo-") as tmp:
-                ok = asyncio.run(_demo(console, Path(tmp), members, messages, size))
+                ok = asyncio.run(_demo(console, Path(tmp), members, messages, size, fail))
         else:
-            ok = asyncio.run(_demo(console, directory, members, messages, size))
+            ok = asyncio.run(_demo(console, directory, members, messages, size, fail))
     except LocalGroupError as exc:
         console.print(f"[red]derecho demo: {exc}")
         sys.exit(1)
     sys.exit(0 if ok else 1)
 
 
-async def _demo(console: Console, directory: Path, members: int, messages: int, size: int) -> bool:
+async def _demo(console: Console, directory: Path, members: int, messages: int, size: int, fail: bool) -> bool:
     group = LocalGroup(directory, members, group="demo", log_level="warning")
     console.print(f"Starting a local group of [bold]{members}[/] sidecars on 127.0.0.1 in {directory} ...")
     began = time.monotonic()
     await group.start()
     console.print(f"  all members connected and ready in {time.monotonic() - began:.2f} s")
     try:
-        return await _exercise(console, group, messages, size)
+        ok = await _exercise(console, group, messages, size)
+        if ok and fail:
+            ok = await _fail_one(console, group)
+        return ok
     finally:
         await group.stop()
         console.print("Stopped every member.")
@@ -129,4 +136,51 @@ async def _exercise(console: Console, group: LocalGroup, messages: int, size: in
     console.print(f"  distinct messages seen: {len(delivered_at):,}")
     ok = same_order and receipts_match and len(delivered_at) == total
     console.print("[green]Demo passed.[/]" if ok else "[red]Demo found a problem.[/]")
+    return ok
+
+
+async def _fail_one(console: Console, group: LocalGroup) -> bool:
+    """Crash the last member and show the survivors install a view without it and go on."""
+    victim = group.members[-1]
+    survivors = group.members[:-1]
+    clients = [await Client.connect(m.socket) for m in survivors]
+    views = [c.views() for c in clients]
+    for v in views:
+        await v.__anext__()  # the current view
+    streams = [c.deliveries() for c in clients]
+    console.print()
+    console.print(f"Now member {victim.node_id} crashes (kill -9, pid {victim.process.pid}) ...")  # type: ignore[union-attr]
+    struck = time.monotonic()
+    victim.process.kill()  # type: ignore[union-attr]
+    victim.process.wait()  # type: ignore[union-attr]
+    changes = [await asyncio.wait_for(v.__anext__(), 30) for v in views]
+    took = time.monotonic() - struck
+    change = changes[0]
+    console.print(
+        f"  the survivors installed view {change.vid} (members {change.members}, failed {change.failed}) "
+        f"in {took * 1000:.0f} ms"
+    )
+    count = 200
+    receipts = await asyncio.gather(
+        *(c.send(f"after:{i}:{k}".encode()) for i, c in enumerate(clients) for k in range(count))
+    )
+    total = count * len(clients)
+    logs = []
+    for stream in streams:
+        log: list[tuple[int, int, bytes]] = []
+        while len(log) < total:
+            batch = await asyncio.wait_for(stream.next_batch(), 30)
+            log.extend(zip(batch.versions, batch.senders, batch.payloads, strict=True))
+        logs.append(log)
+    for c in clients:
+        await c.close()
+    same = all(log == logs[0] for log in logs)
+    in_new_view = all(r.version >> 32 == change.vid for r in receipts)
+    console.print(
+        f"  then {total} more messages: every survivor delivered them "
+        + ("[green]in the same order[/]" if same else "[red]in DIFFERENT orders[/]")
+        + (f", all in view {change.vid}" if in_new_view else "[red], some not in the new view[/]")
+    )
+    ok = same and in_new_view and all(c.failed == [victim.node_id] for c in changes)
+    console.print("[green]The group carried on without the failed member.[/]" if ok else "[red]Failover problem.[/]")
     return ok
