@@ -390,17 +390,17 @@ async def test_member_that_loses_majority_halts_with_code_3(groups: Groups):
     assert all(r.version >> 32 == 0 for r in receipts)
 
 
+def derecho(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `derecho` command as a user would, with this interpreter."""
+    return subprocess.run([sys.executable, "-m", "derecho", *args], capture_output=True, text=True, timeout=30)
+
+
 async def test_derecho_leave_removes_a_member_without_waiting_for_a_timeout(groups: Groups):
     """`derecho leave` makes the member leave through a view change: it exits 0 and the others
     install the next view without it (a 60 s suspicion timeout shows no timeout was needed)."""
     group = await groups.start(3, settings={"membership": {"suspicion_timeout": 60.0}})
     leaver = group.members[2]
-    done = subprocess.run(
-        [sys.executable, "-m", "derecho", "leave", "--socket", str(leaver.socket)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = derecho("leave", "--socket", str(leaver.socket))
     assert done.returncode == 0, done.stderr
     assert "member 2 is leaving the group" in done.stdout
     async with asyncio.timeout(20):
@@ -424,12 +424,7 @@ async def test_derecho_signal_kill_and_the_saved_view(groups: Groups):
     group = await groups.start(3)
     victim = group.members[2]
     groups.expect_exit(group, victim, {-9})
-    done = subprocess.run(
-        [sys.executable, "-m", "derecho", "signal", "--dir", str(group.directory), "--member", "2", "kill"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = derecho("signal", "--dir", str(group.directory), "--member", "2", "kill")
     assert done.returncode == 0, done.stderr
     assert f"sent SIGKILL to member 2 (pid {victim.process.pid})" in done.stdout  # type: ignore[union-attr]
     app = await groups.connect(group.members[0])
@@ -443,10 +438,5 @@ async def test_derecho_signal_kill_and_the_saved_view(groups: Groups):
     record = json.loads(saved.read_text())
     assert record["vid"] == 1 and record["members"] == [0, 1] and record["failed"] == [2]
     assert record["subgroups"] == [[{"members": [0, 1], "senders": [0, 1], "mode": "ordered"}]]
-    again = subprocess.run(
-        [sys.executable, "-m", "derecho", "signal", "--dir", str(group.directory), "--member", "7", "stop"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    again = derecho("signal", "--dir", str(group.directory), "--member", "7", "stop")
     assert again.returncode == 1 and "is member 7 of the group" in again.stderr

@@ -9,18 +9,13 @@ from pathlib import Path
 
 import click
 
+from .options import local_group_dir
+
 NAMES = {"kill": signals.SIGKILL, "stop": signals.SIGSTOP, "cont": signals.SIGCONT, "term": signals.SIGTERM}
 
 
 @click.command(name="signal")
-@click.option(
-    "--dir",
-    "directory",
-    default="./local-group",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="the local group's directory (as given to derecho up)",
-)
+@local_group_dir
 @click.option("--member", required=True, type=click.IntRange(0), help="member number")
 @click.argument("name", type=click.Choice(sorted(NAMES)))
 def signal_member(directory: Path, member: int, name: str) -> None:

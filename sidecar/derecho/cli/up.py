@@ -10,18 +10,12 @@ from pathlib import Path
 import click
 
 from ..localgroup import MAX_MEMBERS, LocalGroup, LocalGroupError
+from .options import local_group_dir
 
 
 @click.command()
 @click.option("--members", default=3, show_default=True, type=click.IntRange(1, MAX_MEMBERS), help="group size")
-@click.option(
-    "--dir",
-    "directory",
-    default="./local-group",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="member i lives in DIR/member-<i>/",
-)
+@local_group_dir
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option(
     "--trace",
