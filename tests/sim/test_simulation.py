@@ -635,3 +635,18 @@ def test_checkers_catch_a_needless_halt():
     cluster.members[1].halts.append(HaltRecord("lost majority", {}, 30))
     with pytest.raises(InvariantViolation, match=r"node 1 halted at step 30 \(lost majority"):
         check_halts(cluster)
+
+
+JOIN_SEEDS = 200
+
+
+@MEMBERSHIP
+@pytest.mark.parametrize("crashes", [False, True], ids=["joins", "joins-and-crashes"])
+@pytest.mark.parametrize("start", range(0, JOIN_SEEDS, CHUNK), ids=lambda s: f"seeds{s}-{s + CHUNK - 1}")
+def test_join_seeds_keep_every_invariant(start, crashes):
+    for seed in range(start, start + CHUNK):
+        try:
+            run_seed(seed, crashes=crashes, joins=True)
+        except (InvariantViolation, RuntimeError) as exc:
+            flag = "--crashes" if crashes else "--no-crashes"
+            pytest.fail(f"{exc}\n  replay: python -m derecho.sim {flag} --joins --seed {seed}", pytrace=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from derecho.core.actions import Deliver, Msg, SendData, SendRow
-from derecho.core.group import GroupCore, UnknownShardError
+from derecho.core.group import JOIN_SLOTS, GroupCore, UnknownShardError
 from derecho.core.ordered import ORDERED_COLUMNS, SENT, ProtocolError
 from derecho.core.view import DeliveryMode, ShardLayout, View
 
@@ -34,9 +34,10 @@ def test_every_member_lays_out_columns_for_every_shard():
     view = two_subgroups()
     cores = [GroupCore(my_node=n, view=view) for n in view.members]
     # 2 ordered shards x 4 columns + raw shard with 2 senders (1 + 2 columns), then membership
-    # columns (suspected, proposed and left per member, 4 counters, trim and trim-ready per shard).
+    # columns (suspected, proposed and left per member, 4 counters, trim and trim-ready per shard,
+    # the join slots).
     members, shards = len(view.members), 3
-    assert {c.sst.columns for c in cores} == {2 * ORDERED_COLUMNS + 3 + 3 * members + 4 + 2 * shards}
+    assert {c.sst.columns for c in cores} == {2 * ORDERED_COLUMNS + 3 + 3 * members + 4 + 2 * shards + JOIN_SLOTS}
     assert set(cores[0].shards) == {(0, 0)}
     assert set(cores[1].shards) == {(0, 0), (1, 0)}
     assert set(cores[2].shards) == {(0, 1), (1, 0)}

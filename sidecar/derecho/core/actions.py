@@ -95,11 +95,13 @@ class Persist:
 
 @dataclass(slots=True)
 class ViewInstalled:
-    """The member moved from view `previous_vid` to `view`; `failed` left the group."""
+    """The member moved from view `previous_vid` to `view`; `failed` left the group and
+    `joined` came in (they need the state of their shards before they deliver)."""
 
     view: Any  # core.view.View (not imported here to keep this module dependency-free)
     previous_vid: int
     failed: tuple[int, ...]
+    joined: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)

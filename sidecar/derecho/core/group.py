@@ -26,8 +26,15 @@ all through monotonic SST columns:
    received, and it reported that before it wedged). Members copy the largest TRIM they see
    and persist it; TRIM_READY says which value is on disk.
 5. Install. When every live member of each of my shards has persisted the same trim, I deliver
-   up to it and install the next view (the survivors, in rank order). My own messages that
-   were not delivered go again in the new view with the same message numbers.
+   up to it and install the next view (the survivors, in rank order, then the joiners). My own
+   messages that were not delivered go again in the new view with the same message numbers.
+
+Joins ride the same proposal. The driver hands the leader a join request (`request_join`);
+the leader wedges the view and proposes the joiner in a JOINS slot (node id + 1) beside any
+removals; followers copy the slots with the rest of the proposal. Slots are written once, so a
+new leader proposes the union of what the live rows hold: anything a member acknowledged stays
+in. A joiner starts its own core in the new view (`GroupCore(view=...)`) once the driver has
+told it the view, and receives the state of its shards from old members before it delivers.
 """
 
 from __future__ import annotations
@@ -39,11 +46,15 @@ from .ordered import ORDERED_COLUMNS, OrderedShard
 from .raw import RawShard, raw_columns
 from .shard import ProtocolError
 from .sst import SST
-from .view import DeliveryMode, ShardLayout, View
+from .view import DeliveryMode, InadequateLayout, View, next_view
 
 Shard = OrderedShard | RawShard
 
-__all__ = ["GroupCore", "ProtocolError", "UnknownShardError"]
+__all__ = ["JOIN_SLOTS", "GroupCore", "ProtocolError", "UnknownShardError"]
+
+# Joiners admitted per view change; more wait for the next one (Derecho caps a batch too: a
+# herd of joiners once crashed its leader).
+JOIN_SLOTS = 8
 
 
 class UnknownShardError(KeyError):
@@ -65,7 +76,8 @@ class _Columns:
         self.committed = self.wedged + 3
         self.trim = self.wedged + 4  # per shard of the view: trim + 1, 0 while unknown
         self.trim_ready = self.trim + shards  # per shard: the trim value on disk + 1
-        self.end = self.trim_ready + shards
+        self.joins = self.trim_ready + shards  # JOIN_SLOTS proposed joiners: node id + 1, 0 if free
+        self.end = self.joins + JOIN_SLOTS
 
 
 class GroupCore:
@@ -88,6 +100,8 @@ class GroupCore:
         self._persist_tokens = 0
         self._persisting: dict[int, tuple[int, int, int]] = {}  # token -> (vid, shard index, value)
         self._out: list[Action] = []
+        # Join requests the driver handed me as leader, oldest first, not yet in a proposal.
+        self._pending_joins: list[int] = []
         self._start_view(view, {})
 
     def _start_view(self, view: View, carry: dict[ShardKey, tuple[int, dict[int, int]]]) -> None:
@@ -196,6 +210,29 @@ class GroupCore:
             self.sst.set(self.cols.left + self.my_rank, 1)
             self.sst.set(self.cols.suspected + self.my_rank, 1)
 
+    def request_join(self, node: int) -> str | None:
+        """A node asks to join (the driver checked I lead). Returns why not, or None: it is in
+        the next view change that starts, with up to JOIN_SLOTS joiners together."""
+        if self.halted is not None:
+            return f"this member halted ({self.halted.reason})"
+        if node in self.view.ranks:
+            return f"node {node} is a member of view {self.view.vid} already"
+        if node not in self._pending_joins:
+            self._pending_joins.append(node)
+        return None
+
+    def cancel_join(self, node: int) -> None:
+        """The joiner went away before it was proposed; once proposed it joins and is then
+        removed as any silent member is."""
+        if node in self._pending_joins:
+            self._pending_joins.remove(node)
+
+    def leader(self) -> int:
+        """The member that leads the next view change: the lowest rank not suspected."""
+        own, cols = self.sst.own, self.cols
+        live = [r for r in range(len(self.view.members)) if not own[cols.suspected + r]]
+        return self.view.members[live[0]] if live else self.my_node
+
     def persisted(self, token: int) -> None:
         """A Persist action's record is durable."""
         entry = self._persisting.pop(token, None)
@@ -239,8 +276,10 @@ class GroupCore:
             if not own[cols.suspected + r] and any(row[cols.suspected + r] for row in rows):
                 sst.set(cols.suspected + r, 1)
         suspected = [r for r in range(n) if own[cols.suspected + r]]
-        if not suspected:
-            return
+        if not suspected and not own[cols.wedged]:
+            proposal = any(row[cols.num_proposed] for row in rows)
+            if not proposal and not (self._pending_joins and self.my_rank == 0):
+                return
         if own[cols.left + self.my_rank]:
             self._halt(out, "left the group", "this member left on request")
             return
@@ -283,6 +322,9 @@ class GroupCore:
             for r in range(len(rows)):
                 if source[cols.proposed + r]:
                     sst.set(cols.proposed + r, 1)
+            for k in range(JOIN_SLOTS):
+                if source[cols.joins + k] and not own[cols.joins + k]:
+                    sst.set(cols.joins + k, source[cols.joins + k])
             number = max(own[cols.num_proposed], source[cols.num_proposed])
             sst.set(cols.num_proposed, number)
             sst.set(cols.acked, max(own[cols.acked], committed))
@@ -298,7 +340,8 @@ class GroupCore:
             return
         proposed = [r for r in range(len(rows)) if own[cols.proposed + r]]
         stale = own[cols.num_proposed] < max(row[cols.num_proposed] for row in rows)
-        if proposed != suspected or not own[cols.num_proposed] or stale:
+        joins_changed = self._propose_joins(live)
+        if proposed != suspected or not own[cols.num_proposed] or stale or joins_changed:
             number = max(row[cols.num_proposed] for row in rows) + 1
             for r in suspected:
                 sst.set(cols.proposed + r, 1)
@@ -308,6 +351,31 @@ class GroupCore:
         if all(rows[x][cols.acked] >= number for x in live):
             sst.set(cols.committed, number)
 
+    def _propose_joins(self, live: list[int]) -> bool:
+        """Fill my JOINS slots: first what any live row holds (a former leader's proposal that
+        someone acknowledged), then my pending requests. True if a slot changed."""
+        cols, sst = self.cols, self.sst
+        own, rows = sst.own, sst.rows
+        changed = False
+        for k in range(JOIN_SLOTS):
+            if own[cols.joins + k]:
+                continue
+            held = max(rows[x][cols.joins + k] for x in live)
+            if held:
+                sst.set(cols.joins + k, held)
+                changed = True
+        taken = {own[cols.joins + k] - 1 for k in range(JOIN_SLOTS) if own[cols.joins + k]}
+        for node in list(self._pending_joins):
+            if node in taken:
+                continue
+            free = next((k for k in range(JOIN_SLOTS) if not own[cols.joins + k]), None)
+            if free is None:
+                break
+            sst.set(cols.joins + free, node + 1)
+            taken.add(node)
+            changed = True
+        return changed
+
     def _follow(self, leader: int) -> None:
         cols, sst = self.cols, self.sst
         own, lead = sst.own, sst.rows[leader]
@@ -315,12 +383,17 @@ class GroupCore:
         number = lead[cols.num_proposed]
         # Acknowledge only a proposal that covers what I already hold, so that whatever is
         # committed is the same set at every member.
-        covers = all(lead[cols.proposed + r] or not own[cols.proposed + r] for r in range(n))
+        covers = all(lead[cols.proposed + r] or not own[cols.proposed + r] for r in range(n)) and all(
+            not own[cols.joins + k] or own[cols.joins + k] == lead[cols.joins + k] for k in range(JOIN_SLOTS)
+        )
         if number > own[cols.acked] and not own[cols.committed] and covers:
             for r in range(n):
                 if lead[cols.proposed + r]:
                     sst.set(cols.proposed + r, 1)
                     sst.set(cols.suspected + r, 1)
+            for k in range(JOIN_SLOTS):
+                if lead[cols.joins + k] and not own[cols.joins + k]:
+                    sst.set(cols.joins + k, lead[cols.joins + k])
             sst.set(cols.num_proposed, max(own[cols.num_proposed], number))
             sst.set(cols.acked, number)
         if lead[cols.committed] > own[cols.committed] and own[cols.acked] >= lead[cols.committed]:
@@ -382,6 +455,12 @@ class GroupCore:
         ranks = old.ranks
         members = tuple(old.members[r] for r in survivors)
         failed = tuple(m for m in old.members if m not in members)
+        own = self.sst.own
+        joined: list[int] = []
+        for k in range(JOIN_SLOTS):
+            node = own[self.cols.joins + k] - 1
+            if node >= 0 and node not in members and node not in joined:
+                joined.append(node)
         carry: dict[ShardKey, tuple[int, dict[int, int]]] = {}
         resend: dict[ShardKey, list[Msg]] = {}
         for key, shard in self.shards.items():
@@ -391,30 +470,22 @@ class GroupCore:
                 out.extend(shard.out)
                 shard.out.clear()
             resend[key] = shard.undelivered_own()
-            carry[key] = (shard.next_msg_no, dict(getattr(shard, "last_msg_no", {})))
-        subgroups = []
-        for shards in old.subgroups:
-            layouts = []
-            for layout in shards:
-                kept = tuple(m for m in layout.members if m in members)
-                senders = tuple(m for m in layout.senders if m in members)
-                if not kept or not senders:
-                    self._halt(
-                        out,
-                        "inadequate layout",
-                        f"after removing {list(failed)} a shard {list(layout.members)} has no members or senders left",
-                    )
-                    return
-                layouts.append(ShardLayout(kept, senders, layout.mode))
-            subgroups.append(tuple(layouts))
+            # A joiner is a new incarnation, numbering its messages from 0 again.
+            last = {s: no for s, no in getattr(shard, "last_msg_no", {}).items() if s not in joined}
+            carry[key] = (shard.next_msg_no, last)
+        try:
+            view = next_view(old, members, tuple(joined))
+        except InadequateLayout as exc:
+            self._halt(out, "inadequate layout", str(exc))
+            return
         still_suspected = [old.members[r] for r in range(len(ranks)) if self.sst.own[self.cols.suspected + r]]
         # The others still need my last row of the old view (my TRIM_READY, above all).
         diff = self.sst.take_diff()
         if diff is not None and self.peers:
             out.append(SendRow(self.peers, diff, old.vid))
-        view = View(old.vid + 1, members, tuple(subgroups))
         self._start_view(view, carry)
-        out.append(ViewInstalled(view, old.vid, failed))
+        self._pending_joins = [n for n in self._pending_joins if n not in view.ranks]
+        out.append(ViewInstalled(view, old.vid, failed, tuple(joined)))
         for key, msgs in resend.items():
             shard = self.shards[key]
             for msg in msgs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from .actions import ShardKey
 
@@ -65,3 +66,65 @@ class View:
         """One subgroup with one shard holding every member, all of them senders."""
         shard = ShardLayout(tuple(members), tuple(members), mode)
         return cls(0, tuple(members), ((shard,),))
+
+
+class InadequateLayout(ValueError):
+    """The next view would leave a shard without members or senders."""
+
+
+def next_view(old: View, survivors: tuple[int, ...], joined: tuple[int, ...]) -> View:
+    """The view after `old`: its survivors in rank order, then the joiners.
+
+    Each joiner goes into the smallest shard of every subgroup (the lowest-numbered on a tie)
+    as a member and a sender: a deterministic rule, so every member computes the same layout.
+    """
+    kept = set(survivors)
+    subgroups: list[list[ShardLayout]] = []
+    for shards in old.subgroups:
+        layouts = []
+        for layout in shards:
+            members = tuple(m for m in layout.members if m in kept)
+            senders = tuple(m for m in layout.senders if m in kept)
+            layouts.append(ShardLayout(members, senders, layout.mode))
+        for node in joined:
+            target = min(range(len(layouts)), key=lambda i: (len(layouts[i].members), i))
+            layout = layouts[target]
+            layouts[target] = ShardLayout((*layout.members, node), (*layout.senders, node), layout.mode)
+        for sh, layout in enumerate(layouts):
+            if not layout.members or not layout.senders:
+                gone = [m for m in old.members if m not in kept]
+                raise InadequateLayout(
+                    f"after removing {gone}, shard {sh} {list(old.subgroups[len(subgroups)][sh].members)} "
+                    "has no members or senders left"
+                )
+        subgroups.append(layouts)
+    return View(old.vid + 1, (*survivors, *joined), tuple(tuple(s) for s in subgroups))
+
+
+def view_to_dict(view: View) -> dict[str, Any]:
+    """A plain form of the view (msgpack/JSON), for joiners and for the saved view."""
+    return {
+        "vid": view.vid,
+        "members": list(view.members),
+        "subgroups": [
+            [{"members": list(s.members), "senders": list(s.senders), "mode": str(s.mode)} for s in shards]
+            for shards in view.subgroups
+        ],
+    }
+
+
+def view_from_dict(doc: dict[str, Any]) -> View:
+    """The inverse of view_to_dict; raises ValueError (naming the problem) on a malformed one."""
+    try:
+        subgroups = tuple(
+            tuple(
+                ShardLayout(
+                    tuple(int(m) for m in s["members"]), tuple(int(m) for m in s["senders"]), DeliveryMode(s["mode"])
+                )
+                for s in shards
+            )
+            for shards in doc["subgroups"]
+        )
+        return View(int(doc["vid"]), tuple(int(m) for m in doc["members"]), subgroups)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed view: missing or garbled {exc}") from None

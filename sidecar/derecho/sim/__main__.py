@@ -1,7 +1,8 @@
 """Run simulation seeds: `python -m derecho.sim --seeds 1000`, replay one: `--seed 42`.
 
 About 40% of seeds crash members (once the core has membership: GroupCore.suspect); `--crashes`
-makes every seed a crash scenario, `--no-crashes` none. `--soak 600` runs seeds for ten minutes.
+makes every seed a crash scenario, `--no-crashes` none; `--joins` adds 1..3 joiners to every
+seed (crash scenarios or not). `--soak 600` runs seeds for ten minutes.
 A failing seed prints the command that replays it; `--trace` prints a replay's fault timeline.
 """
 
@@ -20,7 +21,9 @@ from .cluster import Cluster, Scenario, membership_supported
 CRASH_SHARE = 0.4
 
 
-def scenario_for(seed: int, crashes: bool | None = None, false_suspicions: int | None = None) -> Scenario:
+def scenario_for(
+    seed: int, crashes: bool | None = None, false_suspicions: int | None = None, joins: bool = False
+) -> Scenario:
     """Vary group shape with the seed so a range of seeds covers many layouts.
 
     crashes=None mixes: about 40% of seeds crash 1..minority members. True forces a crash
@@ -40,6 +43,12 @@ def scenario_for(seed: int, crashes: bool | None = None, false_suspicions: int |
         window=rng.choice((1, 2, 4, 16)),
         max_inflight_bytes=rng.choice((1, 5000, 1 << 20)),
     )
+    if joins:
+        # Drawn from their own generator so the rest of the scenario is what the seed always was.
+        joining = random.Random(seed ^ 0x701A)
+        scenario.joins = joining.randint(1, 3)
+        # Raw shards carry no state to a joiner (no total order to cut it at): joins are ordered.
+        scenario.mode = DeliveryMode.ORDERED
     faults = random.Random(seed ^ 0xFA17)
     crashy = faults.random() < CRASH_SHARE if crashes is None else crashes
     if not crashy:
@@ -70,9 +79,13 @@ def scenario_for(seed: int, crashes: bool | None = None, false_suspicions: int |
 
 
 def run_seed(
-    seed: int, crashes: bool | None = None, trace: bool = False, false_suspicions: int | None = None
+    seed: int,
+    crashes: bool | None = None,
+    trace: bool = False,
+    false_suspicions: int | None = None,
+    joins: bool = False,
 ) -> Cluster:
-    cluster = Cluster(seed, scenario_for(seed, crashes, false_suspicions), trace=trace)
+    cluster = Cluster(seed, scenario_for(seed, crashes, false_suspicions, joins), trace=trace)
     try:
         cluster.run()
         check_all(cluster)
@@ -82,8 +95,10 @@ def run_seed(
     return cluster
 
 
-def replay_command(seed: int, crashes: bool | None, false_suspicions: int | None = None) -> str:
+def replay_command(seed: int, crashes: bool | None, false_suspicions: int | None = None, joins: bool = False) -> str:
     flag = {None: "", True: " --crashes", False: " --no-crashes"}[crashes]
+    if joins:
+        flag += " --joins"
     if false_suspicions is not None:
         flag += f" --false-suspicions {false_suspicions}"
     return f"python -m derecho.sim{flag} --seed {seed}"
@@ -103,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="falsely suspect N live members in every crash scenario (0: never; default: about 10%% of them, one)",
     )
+    parser.add_argument("--joins", action="store_true", help="1..3 members join in every seed")
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="run consecutive seeds for this long")
     parser.add_argument("--trace", action="store_true", help="print each run's fault timeline (for a replay)")
     parser.add_argument("--show", action="store_true", help="print each seed's scenario")
@@ -130,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             break
         total += 1
         if args.show:
-            print(f"seed {seed}: {scenario_for(seed, crashes, args.false_suspicions)}", file=sys.stderr)
+            print(f"seed {seed}: {scenario_for(seed, crashes, args.false_suspicions, args.joins)}", file=sys.stderr)
         try:
-            run_seed(seed, crashes, trace=args.trace, false_suspicions=args.false_suspicions)
+            run_seed(seed, crashes, trace=args.trace, false_suspicions=args.false_suspicions, joins=args.joins)
         except (InvariantViolation, RuntimeError) as exc:
             failed += 1
-            replay = replay_command(seed, args.crashes, args.false_suspicions)
+            replay = replay_command(seed, args.crashes, args.false_suspicions, args.joins)
             print(f"FAIL {exc}\n  replay: {replay}", file=sys.stderr)
     print(f"{total - failed} passed, {failed} failed ({time.monotonic() - began:.1f}s)")
     return 1 if failed else 0

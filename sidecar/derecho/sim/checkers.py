@@ -23,10 +23,16 @@ def _fail(cluster: Cluster, text: str) -> None:
 
 
 def _shards(cluster: Cluster) -> Iterator[tuple[ShardKey, ShardLayout]]:
-    """The shards of the first view (no joins: members only leave them)."""
+    """The shards of the first view, with every member and sender any view gave them (joiners)."""
+    views = _agreed_views(cluster)
     for sg, shards in enumerate(cluster.view.subgroups):
         for sh, shard in enumerate(shards):
-            yield (sg, sh), shard
+            members, senders = list(shard.members), list(shard.senders)
+            for vid in sorted(views):
+                layout = views[vid].subgroups[sg][sh]
+                members += [m for m in layout.members if m not in members]
+                senders += [m for m in layout.senders if m not in senders]
+            yield (sg, sh), ShardLayout(tuple(members), tuple(senders), shard.mode)
 
 
 def _live(cluster: Cluster, nodes) -> list[int]:
@@ -225,7 +231,7 @@ def check_views(cluster: Cluster) -> None:
     suspected_by_anyone = {n for m in cluster.members.values() for n, _ in m.suspected}
     agreed: dict[int, tuple[int, tuple[int, ...], object]] = {}
     for node, member in sorted(cluster.members.items()):
-        previous = cluster.view
+        previous = member.first_view or cluster.view
         for rec in member.views:
             if rec.previous_vid != previous.vid or rec.vid != previous.vid + 1:
                 _fail(
@@ -244,12 +250,16 @@ def check_views(cluster: Cluster) -> None:
                     f"node {node} as {list(rec.members)}"
                     + ("" if first[1] != rec.members else " (same members, different shard layout)"),
                 )
-            if not set(rec.members) <= set(previous.members):
+            added = [n for n in rec.members if n not in previous.members]
+            uninvited = [n for n in added if n not in cluster.join_requests]
+            if uninvited:
                 _fail(
                     cluster,
-                    f"node {node}: view {rec.vid} {list(rec.members)} adds members to view {previous.vid} "
-                    f"{list(previous.members)} (there are no joins)",
+                    f"node {node}: view {rec.vid} {list(rec.members)} adds {uninvited} to view {previous.vid} "
+                    f"{list(previous.members)}, which never asked to join",
                 )
+            if list(rec.members[: len(rec.members) - len(added)]) != [n for n in previous.members if n in rec.members]:
+                _fail(cluster, f"node {node}: view {rec.vid} {list(rec.members)} does not rank survivors first")
             gone = [n for n in previous.members if n not in rec.members]
             if sorted(rec.failed) != sorted(gone):
                 _fail(
@@ -265,7 +275,7 @@ def check_views(cluster: Cluster) -> None:
                     f"and which never went down",
                 )
             departed = [n for n in gone if cluster.members[n].left_at is not None]
-            if 2 * len(rec.members) <= len(previous.members) - len(departed):
+            if 2 * (len(rec.members) - len(added)) <= len(previous.members) - len(departed):
                 _fail(
                     cluster,
                     f"majority lost: node {node} installed view {rec.vid} {list(rec.members)} with "
@@ -291,7 +301,7 @@ def check_trim_durable(cluster: Cluster) -> None:
         if member.left_at is not None:
             first_suspected[member.node] = min(member.left_at, first_suspected.get(member.node, member.left_at))
     for node, member in sorted(cluster.members.items()):
-        previous = cluster.view
+        previous = member.first_view or cluster.view
         for rec in member.views:
             for key in previous.shards_of(node):
                 layout = previous.shard(key)
@@ -356,11 +366,14 @@ def check_liveness(cluster: Cluster) -> None:
     of its shard; live members of a shard end with the same history; they all end in the same
     view, which lists exactly the live members; raw senders that saw no fault get every receipt.
     """
-    everyone = _live(cluster, cluster.view.members)
-    finals = {n: _final_view(cluster.members[n], cluster.view) for n in everyone}
+    everyone = _live(cluster, sorted(cluster.members))
+    never = sorted(set(cluster.join_requests) - set(cluster.members))
+    if never and everyone:
+        _fail(cluster, f"nodes {never} asked to join but were never admitted")
+    finals = {n: _final_view(cluster.members[n], cluster.members[n].first_view or cluster.view) for n in everyone}
     for node in everyone:
         vid, members = finals[node]
-        if members != tuple(everyone):
+        if sorted(members) != everyone:
             _fail(
                 cluster,
                 f"node {node} ends in view {vid} {list(members)}, but the live members are {everyone}"

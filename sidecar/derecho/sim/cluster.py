@@ -18,6 +18,9 @@ Faults (a scenario with `crashes > 0`; needs the core's membership API, `GroupCo
   connection breaks both ways, so it suspects that member in turn.
 - Optionally a member leaves on purpose (`GroupCore.leave`, Derecho's rip): it halts, and all
   its frames reach the others (the driver lets its last row out before it exits).
+- Optionally new members join (`GroupCore.request_join` at the member that leads): a joiner
+  starts its core in the first view that lists it, seeded with the state of its shards (the
+  deliveries of the member whose install created it, as a state transfer would carry them).
 
 A run ends when nothing is in flight, nothing is scheduled and flushing every live member
 produces no action. Everything a member did is recorded for the checkers (checkers.py).
@@ -137,6 +140,11 @@ class Member:
     persists: list[PersistRecord] = field(default_factory=list)
     # Nodes its failure detector reported (suspect calls), with the step.
     suspected: list[tuple[int, int]] = field(default_factory=list)
+    # A joiner: the view it joined in, and who gave it its state.
+    first_view: View | None = None
+    state_from: dict[ShardKey, int] = field(default_factory=dict)
+    # Shards whose state has not arrived yet, and what it delivered meanwhile (held back).
+    awaiting: dict[ShardKey, list[Delivered]] = field(default_factory=dict)
     crashed_at: int | None = None
     halted_at: int | None = None
     # When it was asked to leave the group (GroupCore.leave).
@@ -173,6 +181,8 @@ class Scenario:
     false_suspicions: int = 0
     # Members that leave on purpose (GroupCore.leave) at a random step.
     leaves: int = 0
+    # New members that ask to join at a random step (ordered shards only: raw ones carry no state).
+    joins: int = 0
     # Crashed members' in-flight frames: each outgoing link keeps a random prefix (else all arrive).
     partial_delivery: bool = True
     # Steps until a survivor's failure detector reports a crash: uniform in 1..suspect_delay.
@@ -184,7 +194,7 @@ class Scenario:
 
     @property
     def faulty(self) -> bool:
-        return self.crashes > 0 or self.false_suspicions > 0 or self.leaves > 0
+        return self.crashes > 0 or self.false_suspicions > 0 or self.leaves > 0 or self.joins > 0
 
 
 @dataclass
@@ -236,6 +246,7 @@ class Cluster:
         self.trace: list[str] | None = [] if trace else None
         # Messages the scenario still has to submit (dropped if no live member can send any more).
         self.to_send = self.scenario.messages
+        self.join_requests = {}
         if sc.faulty:
             self._plan_faults()
 
@@ -300,6 +311,11 @@ class Cluster:
             taken.add(leaver)
             self._schedule(rng.randint(1, horizon), "leave", leaver, 0)
         self.reserved = taken
+        first_new = len(self.view.members)
+        for j in range(sc.joins):
+            self._schedule(rng.randint(1, horizon), "join", first_new + j, 0)
+        # Join requests made (node -> step), for the view checker: only these may be added.
+        self.join_requests: dict[int, int] = {}
 
     def _schedule(self, step: int, kind: str, node: int, arg: int) -> None:
         self._order += 1
@@ -340,7 +356,8 @@ class Cluster:
                     if self.members[peer].alive:
                         self.links[(node, peer)].append(RowFrame(node, list(action.diff), vid))
             elif isinstance(action, Deliver):
-                log = member.delivered.setdefault(action.shard, [])
+                held = member.awaiting.get(action.shard)
+                log = held if held is not None else member.delivered.setdefault(action.shard, [])
                 for m in action.messages:
                     log.append(
                         Delivered(
@@ -373,7 +390,12 @@ class Cluster:
                         view.vid, tuple(view.members), action.previous_vid, tuple(action.failed), view, self.steps
                     )
                 )
+                previous = member.views[-2].view if len(member.views) > 1 else (member.first_view or self.view)
                 member.vid = view.vid
+                for joiner in getattr(action, "joined", ()):
+                    if joiner not in self.members:
+                        self._create_joiner(joiner, view)
+                    self._transfer_state(self.members[joiner], previous, member)
                 self._note(
                     f"node {node} installs view {view.vid} {list(view.members)} "
                     f"(from {action.previous_vid}, failed {list(action.failed)})"
@@ -390,6 +412,53 @@ class Cluster:
         if member.halts and member.alive:
             self._down(member, halted=True, why=f"halt: {member.halts[-1].reason}")
         return len(actions)
+
+    def _create_joiner(self, node: int, view: View) -> None:
+        """A joiner's core starts in the view that lists it; it holds back its deliveries per
+        shard until that shard's state arrives (`_transfer_state`)."""
+        sc = self.scenario
+        core = GroupCore(my_node=node, view=view, window=sc.window, max_inflight_bytes=sc.max_inflight_bytes)
+        joiner = Member(node, core, first_view=view, vid=view.vid)
+        joiner.awaiting = {key: [] for key in view.shards_of(node)}
+        for other in self.members:
+            self.links[(node, other)] = deque()
+            self.links[(other, node)] = deque()
+        self.members[node] = joiner
+        self._note(f"node {node} starts in view {view.vid}")
+
+    def _transfer_state(self, joiner: Member, previous: View, source: Member) -> None:
+        """`source` just installed the joiner's first view: for each shard of the joiner that
+        `source` was in, it sends what it delivered (all of the old view, by virtual synchrony)."""
+        for key in list(joiner.awaiting):
+            if source.node not in previous.shard(key).members:
+                continue
+            held = joiner.awaiting.pop(key)
+            joiner.delivered[key] = [*source.delivered.get(key, []), *held]
+            joiner.state_from[key] = source.node
+            self._note(f"node {joiner.node} gets the state of shard {key} from node {source.node}")
+
+    def _request_join(self, node: int) -> None:
+        """The joiner asks the member that leads the most recent view; retries until admitted."""
+        if node in self.members:
+            return
+        if not self.live_nodes():
+            self._note(f"node {node} gives up joining: no member is left")
+            self.join_requests.pop(node, None)
+            return
+        leaders = [m for m in self.members.values() if m.alive and m.core.leader() == m.node]
+        if not leaders:
+            self._schedule(self.steps + 10, "join", node, 0)
+            return
+        leader = max(leaders, key=lambda m: (m.core.view.vid, -m.node))
+        refused = self._call(leader, f"request_join({node})", leader.core.request_join, node)
+        self.join_requests.setdefault(node, self.steps)
+        self._note(f"node {node} asks node {leader.node} to join: {refused or 'accepted'}")
+        if refused is not None:
+            self._schedule(self.steps + 10, "join", node, 0)
+            return
+        # A leader that crashes before proposing it drops the request: ask again later.
+        self._schedule(self.steps + 4 * self.scenario.suspect_delay, "join", node, 0)
+        self._apply(leader)
 
     def _submit(self, member: Member) -> bool:
         view = member.core.view
@@ -521,6 +590,9 @@ class Cluster:
                 self._schedule(self.steps + plan.leader_delay, "crash", victim, self.plans.index(plan))
 
     def _fire(self, kind: str, node: int, arg: int) -> None:
+        if kind == "join":
+            self._request_join(node)
+            return
         member = self.members[node]
         if kind == "crash":
             plan = self.plans[arg]

@@ -1,0 +1,78 @@
+"""Joins in the protocol core: who may ask, where joiners land in the next view, batching.
+
+The simulator (tests/sim) runs joins under every fault; these pin down the rules themselves.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from derecho.core.group import JOIN_SLOTS, GroupCore
+from derecho.core.view import DeliveryMode, InadequateLayout, ShardLayout, View, next_view
+from derecho.sim.checkers import check_all
+from derecho.sim.cluster import Cluster, Scenario
+
+
+def test_a_member_of_the_view_cannot_join_again():
+    core = GroupCore(my_node=0, view=View.single_shard([0, 1, 2]))
+    assert core.request_join(2) == "node 2 is a member of view 0 already"
+    assert core.request_join(7) is None
+    assert core.request_join(7) is None  # asking twice is one request
+
+
+def test_the_leader_is_the_lowest_rank_not_suspected():
+    core = GroupCore(my_node=1, view=View.single_shard([4, 1, 2]))
+    assert core.leader() == 4
+    core.suspect(4)
+    assert core.leader() == 1
+
+
+def test_joiners_follow_the_survivors_and_fill_the_smallest_shards():
+    old = View(
+        3,
+        (0, 1, 2, 3, 4),
+        (
+            (ShardLayout((0, 1, 2), (0, 1)), ShardLayout((3, 4), (3, 4))),
+            (ShardLayout((0, 1, 2, 3, 4), (0,), DeliveryMode.RAW),),
+        ),
+    )
+    new = next_view(old, (0, 1, 3, 4), (9, 7))
+    assert new.vid == 4 and new.members == (0, 1, 3, 4, 9, 7)
+    first, second = new.subgroups[0]
+    # Node 2 left shard 0 (now 2 members, tied with shard 1): joiner 9 takes shard 0, 7 shard 1.
+    assert first == ShardLayout((0, 1, 9), (0, 1, 9))
+    assert second == ShardLayout((3, 4, 7), (3, 4, 7))
+    assert new.subgroups[1][0] == ShardLayout((0, 1, 3, 4, 9, 7), (0, 9, 7), DeliveryMode.RAW)
+
+
+def test_a_view_that_empties_a_shard_is_inadequate():
+    old = View(0, (0, 1, 2), ((ShardLayout((0,), (0,)), ShardLayout((1, 2), (1, 2))),))
+    with pytest.raises(InadequateLayout, match=r"after removing \[0\], shard 0 \[0\] has no members"):
+        next_view(old, (1, 2), ())
+
+
+def _joined_views(cluster: Cluster) -> list[tuple[int, ...]]:
+    members = {0: cluster.view.members} | {rec.vid: rec.members for m in cluster.members.values() for rec in m.views}
+    return [tuple(n for n in members[v] if n not in members[v - 1]) for v in sorted(members) if v]
+
+
+def test_joiners_get_the_state_and_then_the_same_suffix():
+    cluster = Cluster(11, Scenario(members=3, joins=2, messages=80, quiet_fraction=0.0, crash_horizon=60))
+    cluster.run()
+    check_all(cluster)
+    joiners = [m for m in cluster.members.values() if m.first_view is not None]
+    assert sorted(m.node for m in joiners) == [3, 4]
+    logs = {n: [(d.sender, d.msg_no) for d in m.delivered[(0, 0)]] for n, m in cluster.members.items()}
+    assert len({tuple(log) for log in logs.values()}) == 1  # every member, joiners too, has one history
+    assert all(m.state_from for m in joiners)
+
+
+def test_joiners_asking_together_are_admitted_in_one_view_change():
+    # With many joiners asking at the same step, at least one view change admits several.
+    batched = 0
+    for seed in range(20):
+        cluster = Cluster(seed, Scenario(members=3, joins=JOIN_SLOTS, messages=20, crash_horizon=1))
+        cluster.run()
+        check_all(cluster)
+        batched = max(batched, *(len(j) for j in _joined_views(cluster)))
+    assert 2 <= batched <= JOIN_SLOTS
