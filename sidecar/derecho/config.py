@@ -23,7 +23,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _parse_address(value: str) -> tuple[str, int]:
+def parse_address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{value!r} is not HOST:PORT (for example 127.0.0.1:24000)")
@@ -38,12 +38,12 @@ class MemberConfig(_Strict):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        _parse_address(value)
+        parse_address(value)
         return value
 
     @property
     def host_port(self) -> tuple[str, int]:
-        return _parse_address(self.address)
+        return parse_address(self.address)
 
 
 class ShardConfig(_Strict):
@@ -83,6 +83,19 @@ class MembershipConfig(_Strict):
     """Seconds between heartbeats to every peer."""
     suspicion_timeout: Annotated[float, Field(gt=0, le=600)] = 0.5
     """A peer silent this long (seconds) is suspected and removed by a view change."""
+    join: list[str] = []
+    """Peer addresses (HOST:PORT) of members of a running group: this member joins that group
+    through them instead of forming one from `members`. A member whose data_dir holds a saved
+    view rejoins on its own (through these, or else the other `members`)."""
+    join_timeout: Annotated[float, Field(gt=0)] = 120.0
+    """Seconds a joiner keeps asking to be admitted (and waits for its state) before it gives up."""
+
+    @field_validator("join")
+    @classmethod
+    def _join(cls, value: list[str]) -> list[str]:
+        for address in value:
+            parse_address(address)
+        return value
 
     @model_validator(mode="after")
     def _timeouts(self) -> MembershipConfig:
@@ -94,6 +107,13 @@ class MembershipConfig(_Strict):
         return self
 
 
+class StateConfig(_Strict):
+    history_bytes: Annotated[int, Field(strict=True, ge=0)] = 256 << 20
+    """Delivered payload bytes each member keeps per ordered shard: the state a joiner receives
+    and what a replaying application reads first. Past it the oldest are dropped (and a joiner
+    is told its history is incomplete)."""
+
+
 class HttpConfig(_Strict):
     address: str | None = "127.0.0.1:0"
     """HOST:PORT for /healthz, /readyz, /status, /metrics; port 0 picks a free one; empty disables."""
@@ -102,7 +122,7 @@ class HttpConfig(_Strict):
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         if value:
-            _parse_address(value)
+            parse_address(value)
         return value or None
 
 
@@ -126,6 +146,7 @@ class SidecarConfig(_Strict):
     multicast: MulticastConfig = MulticastConfig()
     client: ClientConfig = ClientConfig()
     membership: MembershipConfig = MembershipConfig()
+    state: StateConfig = StateConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
 

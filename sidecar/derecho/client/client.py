@@ -426,11 +426,22 @@ class Client:
         if protocol is not None and not protocol.can_write.is_set():
             await protocol.can_write.wait()
 
-    def deliveries(self, *, subgroup: int = 0, shard: int = 0) -> DeliveryStream:
-        """An async iterator over every message delivered in the shard from now on."""
+    def deliveries(self, *, subgroup: int = 0, shard: int = 0, replay: bool = False) -> DeliveryStream:
+        """An async iterator over every message delivered in the shard from now on.
+
+        With replay=True it first yields what the member kept of the shard's history (the
+        state it received when it joined included, up to `state.history_bytes`), oldest first,
+        then goes on live with nothing missed or repeated: how an application (re)builds its
+        state. Replay must be asked on this connection's first subscription to the shard.
+        """
         if self._failure is not None:
             raise self._failure
         key = (subgroup, shard)
+        if replay and key in self._subscribed:
+            raise ValueError(
+                f"this connection already subscribed to subgroup {subgroup} shard {shard}; ask for replay on "
+                "the first deliveries() call of a shard, or open another connection"
+            )
         stream = DeliveryStream(self, key)
         self._streams.add(stream)
         if key not in self._subscribed:
@@ -438,7 +449,10 @@ class Client:
             request = self._new_request()
             # Sent in order with any later send, so nothing delivered after this call is missed.
             self._flush()
-            self._write([frames.encode({"t": T.SUBSCRIBE, "r": request, "sg": subgroup, "sh": shard})])
+            subscribe = {"t": T.SUBSCRIBE, "r": request, "sg": subgroup, "sh": shard}
+            if replay:
+                subscribe["p"] = True
+            self._write([frames.encode(subscribe)])
             self._pending[request].add_done_callback(lambda f: self._subscribed_or_failed(key, f))
         return stream
 

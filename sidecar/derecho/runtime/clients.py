@@ -39,6 +39,8 @@ class ClientSession:
     behind_since: float | None = None
     # Whether the application asked to be told of every installed view.
     watch_views: bool = False
+    # Shards it subscribed to with replay (a joiner's replay waits for the state to arrive).
+    replay: set[ShardKey] = field(default_factory=set)
 
     def error(self, request: Any, code: ErrorCode, message: str) -> None:
         self.conn.write([frames.encode({"t": T.ERROR, "r": request, "c": int(code), "m": message})])
@@ -118,8 +120,10 @@ class ClientServer:
                 self.sidecar.client_send(session, header, frame.payload)
             elif kind == T.SUBSCRIBE:
                 key = self.sidecar.shard_key(header)
-                session.subscriptions.add(key)
                 session.reply(request, {"subgroup": key[0], "shard": key[1]})
+                if header.get("p") and key not in session.subscriptions:
+                    self.sidecar.replay(session, key)
+                session.subscriptions.add(key)
             elif kind == T.VIEW:
                 session.reply(request, self.sidecar.view_summary())
             elif kind == T.LEAVE:

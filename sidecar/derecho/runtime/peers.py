@@ -1,8 +1,12 @@
-"""The TCP mesh between members: one connection per pair, opened by the member with the higher id.
+"""The TCP mesh between members: one connection per pair. Members that form a group together
+connect higher id to lower; a joiner dials every member of the view that admits it (the
+members never dial joiners: they may not know where a joiner listens until it says so).
 
-The first frame each way is HELLO (node id, group name, protocol version); a connection that
-sends anything else first, names a node outside the view, or belongs to another group gets an
-ERROR frame saying so and is closed, and the member goes on serving everyone else.
+The first frame each way is HELLO (node id, group name, protocol version, peer address); a
+connection that sends anything else first, names a node outside the view, or belongs to
+another group gets an ERROR frame saying so and is closed, and the member goes on serving
+everyone else. A connection whose first frame is JOIN is a joiner asking to be admitted; it is
+handed to the sidecar. Frames for a joiner of the current view wait in a queue until it connects.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..wire import frames
 from ..wire.types import PROTOCOL_VERSION, ErrorCode, T
@@ -33,6 +37,8 @@ class PeerMesh:
         on_peer_up: Callable[[int], None],
         on_peer_down: Callable[[int, str], None],
         on_writes: Callable[[FramedConnection], None],
+        on_join: Callable[[FramedConnection, dict[str, object]], None] | None = None,
+        on_join_lost: Callable[[FramedConnection], None] | None = None,
     ) -> None:
         self.my_node = my_node
         self.group = group
@@ -42,6 +48,10 @@ class PeerMesh:
         self.on_peer_up = on_peer_up
         self.on_peer_down = on_peer_down
         self.on_writes = on_writes
+        self.on_join = on_join
+        self.on_join_lost = on_join_lost
+        # Joiners of the current view that have not connected yet, and what waits for them.
+        self._queued: dict[int, list[bytes | memoryview]] = {}
         self.links: dict[int, FramedConnection] = {}
         # Members of the current view: only they may connect; links to others are closed.
         self.members: set[int] = set(addresses)
@@ -53,23 +63,30 @@ class PeerMesh:
     def peers(self) -> list[int]:
         return sorted(n for n in self.members if n != self.my_node)
 
-    def set_members(self, members: tuple[int, ...]) -> None:
-        """A new view: close links to nodes that left it."""
+    def set_members(self, members: tuple[int, ...], joined: Iterable[int] = ()) -> None:
+        """A new view: close links to nodes that left it; queue frames for joiners until they connect."""
         self.members = set(members)
         for node in list(self.links):
             if node not in self.members:
                 self.links.pop(node).close()
+        for node in list(self._queued):
+            if node not in self.members:
+                del self._queued[node]
+        for node in joined:
+            if node != self.my_node and node not in self.links:
+                self._queued.setdefault(node, [])
 
     def missing(self) -> list[int]:
         return [n for n in self.peers if n not in self.links]
 
-    async def start(self) -> None:
+    async def start(self, dial: Iterable[int] | None = None) -> None:
+        """Listen, and dial `dial` (default: the peers with lower ids)."""
         host, port = self.addresses[self.my_node]
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._accepted_connection, host, port, reuse_address=True)
-        for node in self.peers:
-            if node < self.my_node:
-                self._dialers.append(asyncio.create_task(self._dial(node)))
+        targets = [n for n in self.peers if n < self.my_node] if dial is None else list(dial)
+        for node in targets:
+            self._dialers.append(asyncio.create_task(self._dial(node)))
 
     def _new_connection(self, name: str) -> FramedConnection:
         conn = FramedConnection(
@@ -89,14 +106,16 @@ class PeerMesh:
         return conn
 
     def _hello_deadline(self, conn: FramedConnection) -> None:
-        if conn.owner is None and not conn.closed:
+        if conn.owner is None and not conn.closed and not getattr(conn, "joining", False):
             self._refuse(conn, f"no HELLO within {HELLO_TIMEOUT:.0f} s")
 
     async def _dial(self, node: int) -> None:
+        """Connect until the peer says HELLO back (a member that has not installed the view
+        that lists me yet refuses me: I try again)."""
         host, port = self.addresses[node]
         delay = 0.02
         loop = asyncio.get_running_loop()
-        while node not in self.links:
+        while node not in self.links and node in self.members:
             try:
                 transport, conn = await loop.create_connection(lambda: self._new_connection(f"peer {node}"), host, port)
             except OSError:
@@ -106,12 +125,37 @@ class PeerMesh:
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.dialed = loop.create_future()
             conn.write([frames.encode(self._hello())])
             conn.flush_output()
-            return
+            if await conn.dialed:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def _hello(self) -> dict[str, object]:
-        return {"t": T.HELLO, "node": self.my_node, "group": self.group, "proto": PROTOCOL_VERSION}
+        host, port = self.addresses[self.my_node]
+        return {
+            "t": T.HELLO,
+            "node": self.my_node,
+            "group": self.group,
+            "proto": PROTOCOL_VERSION,
+            "a": f"{host}:{port}",
+        }
+
+    def learn(self, node: int, address: object) -> None:
+        """A peer's address, from its HELLO or JOIN (ignored if it is not HOST:PORT)."""
+        from ..config import parse_address
+
+        if isinstance(address, str):
+            try:
+                self.addresses[node] = parse_address(address)
+            except ValueError:
+                log.warning("node %d sent an unusable address %r", node, address)
+
+    def address_of(self, node: int) -> str | None:
+        found = self.addresses.get(node)
+        return f"{found[0]}:{found[1]}" if found else None
 
     def _refuse(self, conn: FramedConnection, reason: str) -> None:
         self.rejected += 1
@@ -129,16 +173,22 @@ class PeerMesh:
             log.error("peer refused our connection: %s", header.get("m"))
             conn.close()
             return
-        if header.get("t") != T.HELLO:
-            self._refuse(conn, f"first frame must be HELLO (type {int(T.HELLO)}), got type {header.get('t')!r}")
+        kind = header.get("t")
+        joining = kind == T.JOIN and self.on_join is not None and not getattr(conn, "joining", False)
+        if kind != T.HELLO and not joining:
+            self._refuse(conn, f"first frame must be HELLO (type {int(T.HELLO)}), got type {kind!r}")
             return
-        peer = header.get("node")
         if header.get("group") != self.group:
             self._refuse(conn, f"group {header.get('group')!r} does not match this member's group {self.group!r}")
             return
         if header.get("proto") != PROTOCOL_VERSION:
             self._refuse(conn, f"protocol version {header.get('proto')!r}; this member speaks {PROTOCOL_VERSION}")
             return
+        if joining:
+            conn.joining = True
+            self.on_join(conn, header)  # type: ignore[misc]
+            return
+        peer = header.get("node")
         if not isinstance(peer, int) or peer not in self.members or peer == self.my_node:
             self._refuse(conn, f"node {peer!r} is not a peer in this group's view")
             return
@@ -154,6 +204,13 @@ class PeerMesh:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.owner = peer
         self.links[peer] = conn
+        self.learn(peer, header.get("a"))
+        dialed = getattr(conn, "dialed", None)
+        if dialed is not None and not dialed.done():
+            dialed.set_result(True)
+        queued = self._queued.pop(peer, None)
+        if queued:
+            conn.write(queued)
         log.info("connected to peer %d", peer)
         self.on_peer_up(peer)
 
@@ -168,6 +225,11 @@ class PeerMesh:
         conn.close()
 
     def _on_close(self, conn: FramedConnection, exc: Exception | None) -> None:
+        dialed = getattr(conn, "dialed", None)
+        if dialed is not None and not dialed.done():
+            dialed.set_result(False)
+        if getattr(conn, "joining", False) and self.on_join_lost is not None:
+            self.on_join_lost(conn)
         node = conn.owner
         if node is None or self.links.get(node) is not conn:  # type: ignore[arg-type]
             return
@@ -183,6 +245,8 @@ class PeerMesh:
             link = links.get(node)
             if link is not None:
                 link.write(chunks)
+            elif node in self._queued:
+                self._queued[node].extend(chunks)
 
     def drop(self, node: int, reason: str) -> None:
         conn = self.links.get(node)

@@ -22,6 +22,7 @@ from ..config import SidecarConfig
 from ..core.actions import Action, Deliver, Halt, Msg, Persist, SendData, SendRow, ShardKey, Stable, ViewInstalled
 from ..core.group import GroupCore
 from ..core.ordered import ProtocolError
+from ..core.view import DeliveryMode, View, view_to_dict
 from ..tracing import (
     Tracer,
     destination,
@@ -35,6 +36,8 @@ from ..wire.types import ErrorCode, T
 from .clients import ClientServer, ClientSession, RequestError
 from .connection import FramedConnection
 from .durable import write_durably
+from .history import ShardHistory
+from .joining import Welcome
 from .metrics import SidecarMetrics
 from .peers import PeerMesh
 
@@ -47,6 +50,7 @@ EXIT_CODES = {
     "removed from the view": 4,
     "inadequate layout": 5,
     "cannot persist": 6,
+    "join failed": 7,
 }
 
 # Frames carrying a batch of messages are cut at about this many payload bytes, so one huge
@@ -55,10 +59,12 @@ BATCH_BYTES = 1 << 20
 
 
 class Sidecar:
-    def __init__(self, config: SidecarConfig) -> None:
+    def __init__(self, config: SidecarConfig, welcome: Welcome | None = None) -> None:
+        """A member of the view in `config`, or, with `welcome`, a joiner admitted to a running group."""
         self.config = config
         self.node_id = config.node_id
-        self.view = config.initial_view()
+        self.joiner = welcome is not None
+        self.view: View = welcome.view if welcome is not None else config.initial_view()
         mc = config.multicast
         self.core = GroupCore(
             my_node=self.node_id, view=self.view, window=mc.window, max_inflight_bytes=mc.max_inflight_bytes
@@ -68,9 +74,28 @@ class Sidecar:
         self.halted: str | None = None
         self.exit_code = 0
         # Installed views, newest last: {vid, members, failed, reason}.
+        first_reason = f"joined through {welcome.via}" if welcome is not None else "initial view"
         self.view_history: list[dict[str, Any]] = [
-            {"vid": self.view.vid, "members": list(self.view.members), "failed": [], "reason": "initial view"}
+            {
+                "vid": self.view.vid,
+                "members": list(self.view.members),
+                "failed": [],
+                "joined": [],
+                "reason": first_reason,
+            }
         ]
+        # Delivered history per ordered shard (the state a joiner gets), and, for a joiner,
+        # the shards whose state has not arrived yet and the deliveries held back until then.
+        self.history: dict[ShardKey, ShardHistory] = {
+            key: ShardHistory(config.state.history_bytes)
+            for key, shard in self.core.shards.items()
+            if self.view.shard(key).mode is DeliveryMode.ORDERED
+        }
+        self.state_pending: set[ShardKey] = set(self.history) if self.joiner else set()
+        self._incoming_state: dict[ShardKey, list[tuple[int, list[Msg], int]]] = {}
+        self._held: list[Deliver] = []
+        # Joiners whose JOIN I (the leader) proposed: their connection, for the WELCOME.
+        self.joiners: dict[int, FramedConnection] = {}
         # Failure detector: when each peer was last heard from (loop time), and who I suspect.
         self.last_heard: dict[int, float] = {}
         self.reported: set[int] = set()
@@ -89,16 +114,23 @@ class Sidecar:
         self._clients_paused = False
         self._stop = asyncio.Event()
         self.http_address: str | None = None
+        addresses = {m.id: m.host_port for m in config.members}
+        if welcome is not None:
+            addresses.update(welcome.addresses)
+        addresses[self.node_id] = config.me.host_port
         self.mesh = PeerMesh(
             my_node=self.node_id,
             group=config.group,
-            addresses={m.id: m.host_port for m in config.members},
+            addresses=addresses,
             max_payload=self.max_frame_payload,
             on_peer_frame=self.on_peer_frame,
             on_peer_up=self.on_peer_up,
             on_peer_down=self.on_peer_down,
             on_writes=self.connection_wrote,
+            on_join=self.on_join,
+            on_join_lost=self.on_join_lost,
         )
+        self.mesh.members = set(self.view.members)
         # A client frame holds one message up to max_message_size, or a batch of smaller ones
         # up to the client library's batch size, whichever is larger.
         self.clients = ClientServer(self, config.socket_path, max(mc.max_message_size, BATCH_BYTES) + 4096)
@@ -119,7 +151,8 @@ class Sidecar:
             from ..api.http import start_http
 
             self._http_runner, self.http_address = await start_http(self, self.config.http.address)
-        await self.mesh.start()
+        # A joiner dials every member: they do not know where it listens until its HELLO says so.
+        await self.mesh.start(dial=self.core.peers if self.joiner else None)
         await self.clients.start()
         (self.config.data_dir / "sidecar.pid").write_text(f"{os.getpid()}\n")
         assert self.loop is not None
@@ -200,7 +233,10 @@ class Sidecar:
             elif isinstance(action, SendRow):
                 self.mesh.send(action.to, [frames.encode({"t": T.ROW, "d": action.diff, "v": action.vid})])
             elif isinstance(action, Deliver):
-                self._deliver(action)
+                if action.shard in self.state_pending:
+                    self._held.append(action)  # a joiner delivers only once its state is in
+                else:
+                    self._deliver(action)
             elif isinstance(action, Stable):
                 self._receipts(action.shard, action.messages, -1)
             elif isinstance(action, Persist):
@@ -265,6 +301,8 @@ class Sidecar:
                 if session.conn.buffered_out > limit:
                     self._cut_off_slow_consumer(session, limit)
         self.metrics.delivered(key, len(messages), nbytes)
+        if action.ordered:
+            self.history[key].append(vid, messages, nbytes)
         if self.tracer is not None:
             self._trace_delivery(key, messages)
         if action.ordered:
@@ -357,6 +395,8 @@ class Sidecar:
     def _become_ready(self) -> None:
         self.ready = True
         log.info("all %d members connected; the group is ready", len(self.view.members))
+        # Saved from the first view on: a member that restarts with it rejoins its group.
+        self._save_view(self.view_history[-1])
         if self.loop is not None:
             # Silence is measured from now on: before, peers were still starting.
             now = self.loop.time()
@@ -417,6 +457,10 @@ class Sidecar:
                 self.core.receive_row(node, diff, vid)
             elif kind == T.BEAT:
                 return
+            elif kind == T.STATE:
+                self._state_in(header, frame.payload)
+            elif kind == T.STATE_END:
+                self._state_end(header)
             elif kind == T.ERROR:
                 log.error("peer %d reports an error: %s", node, header.get("m"))
                 return
@@ -448,46 +492,234 @@ class Sidecar:
         done.add_done_callback(finished)
 
     def _installed(self, action: ViewInstalled) -> None:
-        view = action.view
+        old, view = self.view, action.view
         self.view = view
-        reason = f"failed: {list(action.failed)}" if action.failed else "no change"
-        entry = {"vid": view.vid, "members": list(view.members), "failed": list(action.failed), "reason": reason}
+        changes = []
+        if action.failed:
+            changes.append(f"failed: {list(action.failed)}")
+        if action.joined:
+            changes.append(f"joined: {list(action.joined)}")
+        reason = "; ".join(changes) or "no change"
+        entry = {
+            "vid": view.vid,
+            "members": list(view.members),
+            "failed": list(action.failed),
+            "joined": list(action.joined),
+            "reason": reason,
+        }
         self.view_history.append(entry)
         del self.view_history[:-20]
-        self.metrics.view_changes.labels("failed").inc()
+        if action.failed:
+            self.metrics.view_changes.labels("failed").inc()
+        if action.joined:
+            self.metrics.view_changes.labels("joined").inc()
         log.warning("installed view %d: members %s (%s)", view.vid, list(view.members), reason)
         if self.tracer is not None:
             record_view_change(
                 self.tracer, self.config.group, view.vid, list(view.members), list(action.failed), self.node_id
             )
         self._save_view(entry)
-        self.mesh.set_members(view.members)
+        self.mesh.set_members(view.members, joined=action.joined)
         for node in action.failed:
             self.peer_state[node] = f"removed in view {view.vid}"
             self.last_heard.pop(node, None)
         now = self.loop.time() if self.loop else 0.0
+        # A joiner needs a moment to start and dial everyone; it is not silent until then.
+        grace = now + max(2.0, 4 * self.config.membership.suspicion_timeout)
+        for node in action.joined:
+            self.peer_state[node] = "joining"
+            self.last_heard[node] = grace
         for node in self.core.peers:
             self.last_heard[node] = max(self.last_heard.get(node, now), now)
+        for node in action.joined:
+            self._welcome(node, view)
+            self._send_state(node, old, view)
         event = frames.encode({"t": T.VIEW_EVENT, "b": entry})
         for session in self.clients.sessions:
             if session.watch_views:
                 session.conn.write([event])
 
     def _save_view(self, entry: dict[str, Any]) -> None:
-        """Saved at every install (as Derecho does): where a total restart will start from."""
-        layout = [
-            [{"members": list(s.members), "senders": list(s.senders), "mode": str(s.mode)} for s in shards]
-            for shards in self.view.subgroups
-        ]
+        """Saved at every install (as Derecho does): a restarted member rejoins from it, and a
+        total restart will start from it."""
         path = self.config.data_dir / "membership" / "view.json"
         assert self.loop is not None
-        saved = self.loop.run_in_executor(None, write_durably, path, {**entry, "subgroups": layout})
+        saved = self.loop.run_in_executor(None, write_durably, path, {**entry, **view_to_dict(self.view)})
 
         def check(future: asyncio.Future[None]) -> None:
             if not future.cancelled() and future.exception() is not None:
                 log.error("could not save view %d to %s: %s", entry["vid"], path, future.exception())
 
         saved.add_done_callback(check)
+
+    # -- joins ----------------------------------------------------------------------------------
+
+    def on_join(self, conn: FramedConnection, header: dict[str, Any]) -> None:
+        """A joiner's JOIN: the leader proposes it; anyone else points it at the leader."""
+        node, address = header.get("node"), header.get("a")
+
+        def answer(close: bool, **body: Any) -> None:
+            conn.write([frames.encode({"t": T.JOIN_REPLY, **body})])
+            if close:
+                conn.close()
+
+        if type(node) is not int or not 0 <= node < 1 << 16 or not isinstance(address, str):
+            answer(True, ok=False, m="JOIN needs 'node' (an integer node id) and 'a' (its peer address HOST:PORT)")
+            return
+        if self.halted or not self.ready:
+            why = f"halted: {self.halted}" if self.halted else "still starting"
+            answer(True, ok=False, m=f"member {self.node_id} cannot admit members now ({why}); ask another")
+            return
+        leader = self.core.leader()
+        if leader != self.node_id:
+            where = self.mesh.address_of(leader)
+            if where is None:
+                answer(True, ok=False, m=f"the leader is member {leader}, whose address this member does not know")
+            else:
+                answer(True, leader=where)
+            return
+        refused = self.core.request_join(node)
+        if refused is not None:
+            answer(True, ok=False, m=refused)
+            return
+        previous = self.joiners.get(node)
+        if previous is not None and previous is not conn:
+            previous.close()
+        self.joiners[node] = conn
+        self.mesh.learn(node, address)
+        log.info("member %d asks to join (from %s); proposing it for view %d", node, address, self.view.vid + 1)
+        answer(False, ok=True, vid=self.view.vid)
+        self._schedule()
+
+    def on_join_lost(self, conn: FramedConnection) -> None:
+        for node, held in list(self.joiners.items()):
+            if held is conn:
+                del self.joiners[node]
+                self.core.cancel_join(node)
+
+    def _welcome(self, node: int, view: View) -> None:
+        conn = self.joiners.pop(node, None)
+        if conn is None or conn.closed:
+            return
+        addresses = {n: self.mesh.address_of(n) for n in view.members}
+        conn.write([frames.encode({"t": T.WELCOME, "view": view_to_dict(view), "a": addresses})])
+        conn.close()
+
+    def _send_state(self, node: int, old: View, view: View) -> None:
+        """For each ordered shard the joiner is in: if I am the first (by rank in the new view)
+        of the members that were in it in the old view, send it the shard's history."""
+        for key in view.shards_of(node):
+            history = self.history.get(key)
+            if history is None:
+                continue
+            before = old.shard(key).members
+            senders = [m for m in view.members if m in before]
+            if not senders or senders[0] != self.node_id:
+                continue
+            sg, sh = key
+            sent = 0
+            for vid, messages, _ in history:
+                base = vid << 32
+                for batch, sizes in _cut(messages):
+                    header = {
+                        "t": T.STATE,
+                        "sg": sg,
+                        "sh": sh,
+                        "v": [base | m.seq for m in batch],
+                        "s": [m.sender for m in batch],
+                        "n": sizes,
+                    }
+                    self.mesh.send((node,), _batch_frame(header, batch))
+                    sent += sum(sizes)
+            end = {
+                "t": T.STATE_END,
+                "sg": sg,
+                "sh": sh,
+                "first": history.first_version,
+                "complete": history.complete,
+                "count": history.count,
+            }
+            self.mesh.send((node,), [frames.encode(end)])
+            log.info("sending member %d the state of shard %s: %d messages, %d bytes", node, key, history.count, sent)
+
+    def _state_in(self, header: dict[str, Any], payload: bytes) -> None:
+        try:
+            key = (int(header["sg"]), int(header["sh"]))
+            versions, senders, sizes = header["v"], header["s"], header["n"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"STATE frame is missing or garbles {exc}") from None
+        if key not in self.state_pending:
+            raise ProtocolError(f"STATE for shard {key}, whose state this member is not waiting for")
+        if not (len(versions) == len(senders) == len(sizes)) or sum(sizes) != len(payload):
+            raise ProtocolError("STATE frame sizes do not add up to its payload")
+        view = memoryview(payload)
+        batches = self._incoming_state.setdefault(key, [])
+        pos = 0
+        for version, sender, size in zip(versions, senders, sizes, strict=True):
+            msg = Msg(sender, -1, view[pos : pos + size])
+            msg.seq = version & 0xFFFFFFFF
+            pos += size
+            vid = version >> 32
+            if batches and batches[-1][0] == vid:
+                batches[-1][1].append(msg)
+                batches[-1] = (vid, batches[-1][1], batches[-1][2] + size)
+            else:
+                batches.append((vid, [msg], size))
+
+    def _state_end(self, header: dict[str, Any]) -> None:
+        try:
+            key = (int(header["sg"]), int(header["sh"]))
+            complete = bool(header["complete"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"STATE_END frame is missing or garbles {exc}") from None
+        if key not in self.state_pending:
+            raise ProtocolError(f"STATE_END for shard {key}, whose state this member is not waiting for")
+        history = self.history[key]
+        for vid, messages, nbytes in self._incoming_state.pop(key, []):
+            history.append(vid, messages, nbytes)
+        history.complete = history.complete and complete
+        self.state_pending.discard(key)
+        log.info(
+            "received the state of shard %s: %d messages (%s)",
+            key,
+            history.count,
+            "complete" if history.complete else f"incomplete: it starts at version {history.first_version}",
+        )
+        for session in self.clients.sessions:
+            if key in session.replay:
+                self._replay_to(session, key)
+        held, self._held = self._held, []
+        for action in held:
+            if action.shard == key:
+                self._deliver(action)
+            else:
+                self._held.append(action)
+        if not self.state_pending:
+            self._save_view(self.view_history[-1])
+
+    def replay(self, session: ClientSession, key: ShardKey) -> None:
+        """An application subscribed with replay: what this member kept comes first."""
+        session.replay.add(key)
+        if key not in self.state_pending:
+            self._replay_to(session, key)
+
+    def _replay_to(self, session: ClientSession, key: ShardKey) -> None:
+        history = self.history.get(key)
+        if history is None:
+            return
+        for vid, messages, _ in history:
+            base = vid << 32
+            for batch, sizes in _cut(messages):
+                header = {
+                    "t": T.DELIVER,
+                    "sg": key[0],
+                    "sh": key[1],
+                    "v": [base | m.seq for m in batch],
+                    "q": [m.seq for m in batch],
+                    "s": [m.sender for m in batch],
+                    "n": sizes,
+                }
+                session.conn.write(_batch_frame(header, batch))
 
     def _halt(self, action: Halt) -> None:
         if self.halted:
@@ -676,6 +908,9 @@ class Sidecar:
         missing = self.mesh.missing()
         if missing and not self.ready:
             return f"connections to members {missing}"
+        if self.state_pending:
+            shards = ", ".join(f"{sg}/{sh}" for sg, sh in sorted(self.state_pending))
+            return f"the state of shards {shards} from the members that had them"
         if self.core.wedged():
             return f"a view change: members {self.core.suspected()} are suspected"
         return None
@@ -685,7 +920,7 @@ class Sidecar:
         return {
             "node_id": self.node_id,
             "group": self.config.group,
-            "ready": self.ready and not self.halted and not self.core.wedged(),
+            "ready": self.ready and not self.halted and not self.core.wedged() and not self.state_pending,
             "waiting_for": self.waiting_for(),
             "halted": self.halted,
             "view": self.view_summary(),
@@ -693,6 +928,16 @@ class Sidecar:
             "wedged": core["wedged"],
             "suspected": core["suspected"],
             "shards": core["shards"],
+            "history": {
+                f"{k[0]}/{k[1]}": {
+                    "messages": h.count,
+                    "bytes": h.nbytes,
+                    "complete": h.complete,
+                    "first_version": h.first_version,
+                }
+                for k, h in self.history.items()
+            },
+            "joining": sorted(self.joiners),
             "peers": {str(k): v for k, v in self.peer_state.items()},
             "clients": len(self.clients.sessions),
             "socket": str(self.config.socket_path),
@@ -729,7 +974,22 @@ def _cut(messages: list[Msg]) -> list[tuple[list[Msg], list[int]]]:
     return runs
 
 
-def run(config: SidecarConfig) -> int:
+def join_contacts(config: SidecarConfig, join: list[str] | None = None) -> list[str] | None:
+    """Where to ask to be admitted, or None to form the group of `members`.
+
+    A member joins when told to (`join`, membership.join) or when its data_dir holds a saved
+    view: it was in a group before (it crashed, or exited after losing the majority), and the
+    group may have gone on without it, so it must come back as a joiner, never form a group.
+    """
+    contacts = list(join or config.membership.join)
+    if contacts:
+        return contacts
+    if (config.data_dir / "membership" / "view.json").exists():
+        return [m.address for m in config.members if m.id != config.node_id]
+    return None
+
+
+def run(config: SidecarConfig, join: list[str] | None = None) -> int:
     """Run one member until SIGTERM or SIGINT; returns the process exit code.
 
     DERECHO_PROFILE=FILE writes a cProfile of the whole run to FILE (for bench/ work).
@@ -740,15 +1000,31 @@ def run(config: SidecarConfig) -> int:
 
         profiler = cProfile.Profile()
         try:
-            return profiler.runcall(_run, config)
+            return profiler.runcall(_run, config, join)
         finally:
             profiler.dump_stats(f"{profile_to}.{config.node_id}")
-    return _run(config)
+    return _run(config, join)
 
 
-def _run(config: SidecarConfig) -> int:
+async def _main(config: SidecarConfig, join: list[str] | None) -> int:
+    from .joining import JoinError, join_group
+
+    welcome = None
+    contacts = join_contacts(config, join)
+    if contacts is not None:
+        log.info("member %d joins its group through %s", config.node_id, contacts)
+        try:
+            welcome = await join_group(config, contacts)
+        except JoinError as exc:
+            log.error("halting (exit code %d): join failed: %s", EXIT_CODES["join failed"], exc)
+            return EXIT_CODES["join failed"]
+        log.info("admitted in view %d: members %s", welcome.view.vid, list(welcome.view.members))
+    return await Sidecar(config, welcome).serve()
+
+
+def _run(config: SidecarConfig, join: list[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(Sidecar(config).serve())
-    return uvloop.run(Sidecar(config).serve())
+        return asyncio.run(_main(config, join))
+    return uvloop.run(_main(config, join))

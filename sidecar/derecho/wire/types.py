@@ -5,7 +5,8 @@ Headers use one-letter keys to keep per-frame encoding small; each is spelled ou
 Client -> sidecar
   SEND       r: [request ids], n: [payload sizes], sg, sh, x: {position: trace context}
              (a batch; payload = the payloads back to back)
-  SUBSCRIBE  r: request id, sg, sh          deliveries of that shard follow, in order
+  SUBSCRIBE  r: request id, sg, sh, p: replay  deliveries of that shard follow, in order; with
+                                            p the member's retained history comes first
   VIEW       r: request id                  -> REPLY {vid, members}
   STATUS     r: request id                  -> REPLY (the status document)
 Sidecar -> client
@@ -18,7 +19,17 @@ Peer <-> peer
   DATA       sg, sh, i: first index, m: [msg numbers], n: [sizes], x: {pos: trace}
   ROW        d: [column, value, ...], v: vid    a diff of the sender's SST row in view vid
   BEAT       (nothing)                      heartbeat: the sender is alive
-DATA frames also carry v: the view id they belong to.
+DATA frames also carry v: the view id they belong to. HELLO also carries a: the sender's peer
+address (HOST:PORT), so members learn joiners' addresses.
+Joiner <-> member (a connection to any member's peer port whose first frame is JOIN)
+  JOIN       node, group, proto, a: its peer address
+  JOIN_REPLY ok: true (proposed; WELCOME follows once the view is installed) |
+             leader: HOST:PORT (ask the leader instead) | m: why not now (ask again later)
+  WELCOME    view: the view that admits it, a: {node id: HOST:PORT} of every member
+Member -> joiner, over the peer link, for each shard the joiner is in
+  STATE      sg, sh, v: [versions], s: [senders], n: [sizes]   a batch of the shard's history
+  STATE_END  sg, sh, first: first version kept (-1 if none), complete: bool, count
+
 Sidecar -> client, for apps that watch views
   VIEW_EVENT b: {vid, members, failed, reason}
 Client -> sidecar
@@ -50,6 +61,11 @@ class T(IntEnum):
     DATA = 21
     ROW = 22
     BEAT = 23
+    JOIN = 24
+    JOIN_REPLY = 25
+    WELCOME = 26
+    STATE = 27
+    STATE_END = 28
 
 
 class ErrorCode(IntEnum):
@@ -61,3 +77,4 @@ class ErrorCode(IntEnum):
     SHUTTING_DOWN = 6
     NOT_A_SENDER = 7
     HALTED = 8
+    NOT_READY = 9

@@ -1,0 +1,45 @@
+"""What a member delivered in each ordered shard, kept in memory: the state a joiner receives
+and what an application gets first when it subscribes with replay.
+
+Batches are kept as the core delivered them (the messages' payloads are views of the frames
+they came in, not copies), so keeping history costs a list append per delivered batch. The
+oldest batches are dropped past `limit` bytes; `first_version` then says where it starts, so
+a joiner or a replaying application knows the history is not complete.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from ..core.actions import Msg
+
+
+class ShardHistory:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.batches: deque[tuple[int, list[Msg], int]] = deque()  # (vid, messages, payload bytes)
+        self.nbytes = 0
+        self.count = 0
+        # False once anything was dropped (or a joiner's state arrived incomplete).
+        self.complete = True
+
+    def append(self, vid: int, messages: list[Msg], nbytes: int) -> None:
+        self.batches.append((vid, messages, nbytes))
+        self.nbytes += nbytes
+        self.count += len(messages)
+        while self.nbytes > self.limit and len(self.batches) > 1:
+            _, dropped, size = self.batches.popleft()
+            self.nbytes -= size
+            self.count -= len(dropped)
+            self.complete = False
+
+    @property
+    def first_version(self) -> int:
+        if not self.batches:
+            return -1
+        vid, messages, _ = self.batches[0]
+        return (vid << 32) | messages[0].seq
+
+    def __iter__(self) -> Iterator[tuple[int, list[Msg], int]]:
+        return iter(list(self.batches))
