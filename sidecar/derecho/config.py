@@ -112,6 +112,9 @@ class StateConfig(_Strict):
     """Delivered payload bytes each member keeps per ordered shard: the state a joiner receives
     and what a replaying application reads first. Past it the oldest are dropped (and a joiner
     is told its history is incomplete)."""
+    snapshot_timeout: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds to wait for an application's snapshot for a joiner before sending the delivered
+    history instead."""
 
 
 class HttpConfig(_Strict):

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
@@ -133,13 +134,37 @@ class DeliveryBatch:
             yield self[pos]
 
 
+# An application's state hooks: snapshot() -> bytes, restore(snapshot, version); either may be async.
+SnapshotHook = Callable[[], bytes | Awaitable[bytes]]
+RestoreHook = Callable[[bytes, int], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class _StateMarker:
+    """A point in the delivery stream where the application's state is taken or restored:
+    reached only once every delivery before it has been read (and so applied)."""
+
+    kind: str  # "snapshot" (the sidecar asks for one) or "restore" (replay starts with one)
+    request: Any
+    version: int
+    payload: bytes = b""
+
+
 class DeliveryStream:
     """Deliveries of one shard, in delivery order, from the moment it was opened."""
 
-    def __init__(self, client: Client, key: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        client: Client,
+        key: tuple[int, int],
+        snapshot: SnapshotHook | None = None,
+        restore: RestoreHook | None = None,
+    ) -> None:
         self._client = client
         self.key = key
-        self._batches: deque[DeliveryBatch] = deque()
+        self.snapshot = snapshot
+        self.restore = restore
+        self._batches: deque[DeliveryBatch | _StateMarker] = deque()
         self._pos = 0  # next unread message of the first batch
         self.unread = 0
         self.unread_bytes = 0
@@ -151,13 +176,17 @@ class DeliveryStream:
         return self
 
     async def __anext__(self) -> Delivery:
-        while not self._batches:
-            if self._error is not None:
-                raise self._error
-            if self._ended:
-                raise StopAsyncIteration
-            await self._wait()
+        while True:
+            while not self._batches:
+                if self._error is not None:
+                    raise self._error
+                if self._ended:
+                    raise StopAsyncIteration
+                await self._wait()
+            if not await self._at_marker():
+                break
         batch = self._batches[0]
+        assert isinstance(batch, DeliveryBatch)
         item = batch[self._pos]
         self._pos += 1
         self.unread -= 1
@@ -171,13 +200,17 @@ class DeliveryStream:
 
     async def next_batch(self) -> DeliveryBatch:
         """The next delivered batch not yet read (never empty); an empty one at the end."""
-        while not self._batches:
-            if self._error is not None:
-                raise self._error
-            if self._ended:
-                return DeliveryBatch(self.key[0], self.key[1], [], [], [], [], None)
-            await self._wait()
+        while True:
+            while not self._batches:
+                if self._error is not None:
+                    raise self._error
+                if self._ended:
+                    return DeliveryBatch(self.key[0], self.key[1], [], [], [], [], None)
+                await self._wait()
+            if not await self._at_marker():
+                break
         batch = self._batches.popleft()
+        assert isinstance(batch, DeliveryBatch)
         if self._pos:
             pos = self._pos
             traces = {k - pos: v for k, v in batch.traces.items() if k >= pos} if batch.traces else None
@@ -196,6 +229,30 @@ class DeliveryStream:
         if not self._batches:
             self._client._stream_drained()
         return batch
+
+    async def _at_marker(self) -> bool:
+        """If the stream is at a state marker, carry it out (everything before it was read)."""
+        head = self._batches[0]
+        if not isinstance(head, _StateMarker):
+            return False
+        self._batches.popleft()
+        if head.kind == "snapshot":
+            await self._client._take_snapshot(self, head)
+            return True
+        if self.restore is None:
+            raise DerechoError(
+                ErrorCode.BAD_REQUEST,
+                f"this member's history of subgroup {self.key[0]} shard {self.key[1]} starts with an application "
+                f"snapshot (version {head.version}); pass restore= to deliveries() to load it",
+            )
+        done = self.restore(head.payload, head.version)
+        if inspect.isawaitable(done):
+            await done
+        return True
+
+    def _push_marker(self, marker: _StateMarker) -> None:
+        self._batches.append(marker)
+        self._wake()
 
     async def _wait(self) -> None:
         self._waiter = asyncio.get_running_loop().create_future()
@@ -323,6 +380,8 @@ class Client:
         self._tracer: Tracer | None = None
         self._send_spans: dict[int, Any] = {}
         self._view_streams: list[ViewStream] = []
+        # The stream per shard that replays (restore markers) or provides snapshots.
+        self._state_streams: dict[tuple[int, int], DeliveryStream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -426,24 +485,43 @@ class Client:
         if protocol is not None and not protocol.can_write.is_set():
             await protocol.can_write.wait()
 
-    def deliveries(self, *, subgroup: int = 0, shard: int = 0, replay: bool = False) -> DeliveryStream:
+    def deliveries(
+        self,
+        *,
+        subgroup: int = 0,
+        shard: int = 0,
+        replay: bool = False,
+        snapshot: SnapshotHook | None = None,
+        restore: RestoreHook | None = None,
+    ) -> DeliveryStream:
         """An async iterator over every message delivered in the shard from now on.
 
         With replay=True it first yields what the member kept of the shard's history (the
         state it received when it joined included, up to `state.history_bytes`), oldest first,
         then goes on live with nothing missed or repeated: how an application (re)builds its
-        state. Replay must be asked on this connection's first subscription to the shard.
+        state. If that history starts with an application snapshot, `restore(snapshot,
+        version)` is called with it first.
+
+        With `snapshot`, this application provides its state to joiners: when a member joins
+        the shard, `snapshot()` is called at the exact point in this stream where the view
+        changes (every delivery before it read, none after), and its bytes are the joiner's
+        state instead of the delivered history. Apply each delivery before reading the next,
+        as `async for` does, so the state at that point is the state at that version.
+
+        Replay and the hooks belong to this connection's first subscription to the shard.
         """
         if self._failure is not None:
             raise self._failure
         key = (subgroup, shard)
-        if replay and key in self._subscribed:
+        if (replay or snapshot or restore) and key in self._subscribed:
             raise ValueError(
-                f"this connection already subscribed to subgroup {subgroup} shard {shard}; ask for replay on "
-                "the first deliveries() call of a shard, or open another connection"
+                f"this connection already subscribed to subgroup {subgroup} shard {shard}; ask for replay or "
+                "state hooks on the first deliveries() call of a shard, or open another connection"
             )
-        stream = DeliveryStream(self, key)
+        stream = DeliveryStream(self, key, snapshot, restore)
         self._streams.add(stream)
+        if snapshot is not None or replay:
+            self._state_streams[key] = stream
         if key not in self._subscribed:
             self._subscribed.add(key)
             request = self._new_request()
@@ -452,6 +530,8 @@ class Client:
             subscribe = {"t": T.SUBSCRIBE, "r": request, "sg": subgroup, "sh": shard}
             if replay:
                 subscribe["p"] = True
+            if snapshot is not None:
+                subscribe["snap"] = True
             self._write([frames.encode(subscribe)])
             self._pending[request].add_done_callback(lambda f: self._subscribed_or_failed(key, f))
         return stream
@@ -580,6 +660,15 @@ class Client:
         elif kind == T.VIEW_EVENT:
             for stream in self._view_streams:
                 stream._push(header.get("b") or {})
+        elif kind in (T.SNAPSHOT_REQUEST, T.RESTORE):
+            key = (header.get("sg"), header.get("sh"))
+            stream = self._state_streams.get(key)  # type: ignore[arg-type]
+            kind_name = "snapshot" if kind == T.SNAPSHOT_REQUEST else "restore"
+            marker = _StateMarker(kind_name, header.get("r"), int(header.get("v", -1)), frame.payload)
+            if stream is not None:
+                stream._push_marker(marker)
+            elif kind == T.SNAPSHOT_REQUEST:
+                self._write([frames.encode({"t": T.SNAPSHOT, "r": marker.request, "e": "no stream takes snapshots"})])
 
     def _on_error(self, header: dict[str, Any]) -> None:
         code = int(header.get("c", 0))
@@ -623,6 +712,22 @@ class Client:
             if full and not self._reading_paused and self._transport:
                 self._reading_paused = True
                 self._transport.pause_reading()
+
+    async def _take_snapshot(self, stream: DeliveryStream, marker: _StateMarker) -> None:
+        """The application's state at the marker, sent to the sidecar for a joiner (or why not)."""
+        reply: dict[str, Any] = {"t": T.SNAPSHOT, "r": marker.request, "sg": stream.key[0], "sh": stream.key[1]}
+        try:
+            assert stream.snapshot is not None
+            state = stream.snapshot()
+            if inspect.isawaitable(state):
+                state = await state
+            if not isinstance(state, bytes | bytearray | memoryview):
+                raise TypeError(f"snapshot() returned {type(state).__name__}, not bytes")
+        except Exception as exc:  # the joiner gets the delivered history instead
+            reply["e"] = f"{type(exc).__name__}: {exc}"
+            self._write([frames.encode(reply)])
+            return
+        self._write([frames.encode(reply, bytes(state))])
 
     def _stream_drained(self) -> None:
         if self._reading_paused and all(

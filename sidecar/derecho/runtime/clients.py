@@ -41,6 +41,8 @@ class ClientSession:
     watch_views: bool = False
     # Shards it subscribed to with replay (a joiner's replay waits for the state to arrive).
     replay: set[ShardKey] = field(default_factory=set)
+    # Shards for which it provides snapshots to joiners.
+    snapshots: set[ShardKey] = field(default_factory=set)
 
     def error(self, request: Any, code: ErrorCode, message: str) -> None:
         self.conn.write([frames.encode({"t": T.ERROR, "r": request, "c": int(code), "m": message})])
@@ -123,7 +125,11 @@ class ClientServer:
                 session.reply(request, {"subgroup": key[0], "shard": key[1]})
                 if header.get("p") and key not in session.subscriptions:
                     self.sidecar.replay(session, key)
+                if header.get("snap"):
+                    session.snapshots.add(key)
                 session.subscriptions.add(key)
+            elif kind == T.SNAPSHOT:
+                self.sidecar.snapshot_reply(session, header, frame.payload)
             elif kind == T.VIEW:
                 session.reply(request, self.sidecar.view_summary())
             elif kind == T.LEAVE:

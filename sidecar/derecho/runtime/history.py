@@ -5,6 +5,9 @@ Batches are kept as the core delivered them (the messages' payloads are views of
 they came in, not copies), so keeping history costs a list append per delivered batch. The
 oldest batches are dropped past `limit` bytes; `first_version` then says where it starts, so
 a joiner or a replaying application knows the history is not complete.
+
+A member that joined with an application snapshot keeps it as `base`: its history is that
+snapshot (the state as of base's version) followed by the batches delivered since.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ class ShardHistory:
         self.count = 0
         # False once anything was dropped (or a joiner's state arrived incomplete).
         self.complete = True
+        # (version, snapshot) an application took, which the batches continue from.
+        self.base: tuple[int, bytes] | None = None
 
     def append(self, vid: int, messages: list[Msg], nbytes: int) -> None:
         self.batches.append((vid, messages, nbytes))
@@ -40,6 +45,14 @@ class ShardHistory:
             return -1
         vid, messages, _ = self.batches[0]
         return (vid << 32) | messages[0].seq
+
+    @property
+    def last_version(self) -> int:
+        """The version of the last message kept (or of the base snapshot), -1 if none."""
+        if self.batches:
+            vid, messages, _ = self.batches[-1]
+            return (vid << 32) | messages[-1].seq
+        return self.base[0] if self.base is not None else -1
 
     def __iter__(self) -> Iterator[tuple[int, list[Msg], int]]:
         return iter(list(self.batches))

@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from collections import deque
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
@@ -93,6 +94,10 @@ class Sidecar:
         }
         self.state_pending: set[ShardKey] = set(self.history) if self.joiner else set()
         self._incoming_state: dict[ShardKey, list[tuple[int, list[Msg], int]]] = {}
+        self._incoming_base: dict[ShardKey, tuple[int, bytes]] = {}
+        # Snapshots asked of an application for joiners: request id -> what to send, or fall back on.
+        self._snapshot_requests: dict[int, _StateTransfer] = {}
+        self._snapshot_ids = 0
         self._held: list[Deliver] = []
         # Joiners whose JOIN I (the leader) proposed: their connection, for the WELCOME.
         self.joiners: dict[int, FramedConnection] = {}
@@ -459,6 +464,8 @@ class Sidecar:
                 return
             elif kind == T.STATE:
                 self._state_in(header, frame.payload)
+            elif kind == T.STATE_SNAPSHOT:
+                self._state_snapshot(header, frame.payload)
             elif kind == T.STATE_END:
                 self._state_end(header)
             elif kind == T.ERROR:
@@ -533,7 +540,8 @@ class Sidecar:
             self.last_heard[node] = max(self.last_heard.get(node, now), now)
         for node in action.joined:
             self._welcome(node, view)
-            self._send_state(node, old, view)
+        if action.joined:
+            self._send_states(action.joined, old, view)
         event = frames.encode({"t": T.VIEW_EVENT, "b": entry})
         for session in self.clients.sessions:
             if session.watch_views:
@@ -605,42 +613,101 @@ class Sidecar:
         conn.write([frames.encode({"t": T.WELCOME, "view": view_to_dict(view), "a": addresses})])
         conn.close()
 
-    def _send_state(self, node: int, old: View, view: View) -> None:
-        """For each ordered shard the joiner is in: if I am the first (by rank in the new view)
-        of the members that were in it in the old view, send it the shard's history."""
-        for key in view.shards_of(node):
-            history = self.history.get(key)
-            if history is None:
-                continue
+    def _send_states(self, joined: tuple[int, ...], old: View, view: View) -> None:
+        """For each ordered shard joiners are in: if I am the first (by rank in the new view) of
+        the members that were in it in the old view, send them its state as of the view change:
+        an application's snapshot if one provides them here, else the delivered history."""
+        for key, history in self.history.items():
             before = old.shard(key).members
-            senders = [m for m in view.members if m in before]
-            if not senders or senders[0] != self.node_id:
+            first = next((m for m in view.members if m in before), None)
+            to = tuple(j for j in joined if key in view.shards_of(j))
+            if first != self.node_id or not to:
                 continue
+            # Frozen now: the batches are what was delivered up to the view change, nothing after.
+            transfer = _StateTransfer(key, to, history.last_version, list(history.batches), history.base, history)
+            provider = min(
+                (s for s in self.clients.sessions if key in s.snapshots and not s.conn.closed),
+                key=lambda s: s.number,
+                default=None,
+            )
+            if provider is None:
+                self._stream_history(transfer)
+                continue
+            self._snapshot_ids += 1
+            request = self._snapshot_ids
+            transfer.provider = provider
+            self._snapshot_requests[request] = transfer
             sg, sh = key
-            sent = 0
-            for vid, messages, _ in history:
-                base = vid << 32
-                for batch, sizes in _cut(messages):
-                    header = {
-                        "t": T.STATE,
-                        "sg": sg,
-                        "sh": sh,
-                        "v": [base | m.seq for m in batch],
-                        "s": [m.sender for m in batch],
-                        "n": sizes,
-                    }
-                    self.mesh.send((node,), _batch_frame(header, batch))
-                    sent += sum(sizes)
-            end = {
-                "t": T.STATE_END,
-                "sg": sg,
-                "sh": sh,
-                "first": history.first_version,
-                "complete": history.complete,
-                "count": history.count,
-            }
-            self.mesh.send((node,), [frames.encode(end)])
-            log.info("sending member %d the state of shard %s: %d messages, %d bytes", node, key, history.count, sent)
+            # In the app's stream right after the last delivery of the old view: the state there.
+            provider.conn.write(
+                [frames.encode({"t": T.SNAPSHOT_REQUEST, "r": request, "sg": sg, "sh": sh, "v": transfer.version})]
+            )
+            assert self.loop is not None
+            self.loop.call_later(self.config.state.snapshot_timeout, self._snapshot_overdue, request)
+            log.info("asking application %d for a snapshot of shard %s for members %s", provider.number, key, to)
+
+    def snapshot_reply(self, session: ClientSession, header: dict[str, Any], payload: bytes) -> None:
+        transfer = self._snapshot_requests.get(header.get("r"))  # type: ignore[arg-type]
+        if transfer is None or transfer.provider is not session:
+            return  # late (the history went instead) or not asked of this application
+        del self._snapshot_requests[header["r"]]
+        if header.get("e"):
+            log.warning("application %d gave no snapshot (%s); sending the history", session.number, header["e"])
+            self._stream_history(transfer)
+            return
+        sg, sh = transfer.key
+        snap = frames.encode_parts({"t": T.STATE_SNAPSHOT, "sg": sg, "sh": sh, "v": transfer.version}, [payload])
+        self.mesh.send(transfer.to, snap)
+        end = {"t": T.STATE_END, "sg": sg, "sh": sh, "first": -1, "complete": True, "count": 0}
+        self.mesh.send(transfer.to, [frames.encode(end)])
+        log.info(
+            "sent members %s a snapshot of shard %s at version %d (%d bytes)",
+            list(transfer.to),
+            transfer.key,
+            transfer.version,
+            len(payload),
+        )
+        self._schedule()
+
+    def _snapshot_overdue(self, request: int) -> None:
+        transfer = self._snapshot_requests.pop(request, None)
+        if transfer is not None:
+            log.warning(
+                "no snapshot of shard %s within state.snapshot_timeout (%g s); sending the history",
+                transfer.key,
+                self.config.state.snapshot_timeout,
+            )
+            self._stream_history(transfer)
+            self._schedule()
+
+    def _stream_history(self, transfer: _StateTransfer) -> None:
+        sg, sh = transfer.key
+        to = transfer.to
+        if transfer.base is not None:
+            version, snapshot = transfer.base
+            self.mesh.send(
+                to, frames.encode_parts({"t": T.STATE_SNAPSHOT, "sg": sg, "sh": sh, "v": version}, [snapshot])
+            )
+        sent = count = 0
+        for vid, messages, _ in transfer.batches:
+            for batch, sizes in _cut(messages):
+                header = {"t": T.STATE, "sg": sg, "sh": sh, "v": _versions(vid, batch), "s": [m.sender for m in batch]}
+                header["n"] = sizes
+                self.mesh.send(to, _batch_frame(header, batch))
+                sent += sum(sizes)
+                count += len(batch)
+        history = transfer.history
+        first = transfer.batches[0] if transfer.batches else None
+        end = {
+            "t": T.STATE_END,
+            "sg": sg,
+            "sh": sh,
+            "first": (first[0] << 32) | first[1][0].seq if first else -1,
+            "complete": history.complete,
+            "count": count,
+        }
+        self.mesh.send(to, [frames.encode(end)])
+        log.info("sent members %s the history of shard %s: %d messages, %d bytes", list(to), transfer.key, count, sent)
 
     def _state_in(self, header: dict[str, Any], payload: bytes) -> None:
         try:
@@ -666,6 +733,16 @@ class Sidecar:
             else:
                 batches.append((vid, [msg], size))
 
+    def _state_snapshot(self, header: dict[str, Any], payload: bytes) -> None:
+        try:
+            key = (int(header["sg"]), int(header["sh"]))
+            version = int(header["v"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"STATE_SNAPSHOT frame is missing or garbles {exc}") from None
+        if key not in self.state_pending:
+            raise ProtocolError(f"STATE_SNAPSHOT for shard {key}, whose state this member is not waiting for")
+        self._incoming_base[key] = (version, payload)
+
     def _state_end(self, header: dict[str, Any]) -> None:
         try:
             key = (int(header["sg"]), int(header["sh"]))
@@ -675,6 +752,7 @@ class Sidecar:
         if key not in self.state_pending:
             raise ProtocolError(f"STATE_END for shard {key}, whose state this member is not waiting for")
         history = self.history[key]
+        history.base = self._incoming_base.pop(key, None)
         for vid, messages, nbytes in self._incoming_state.pop(key, []):
             history.append(vid, messages, nbytes)
         history.complete = history.complete and complete
@@ -707,18 +785,15 @@ class Sidecar:
         history = self.history.get(key)
         if history is None:
             return
+        sg, sh = key
+        if history.base is not None:
+            version, snapshot = history.base
+            session.conn.write(frames.encode_parts({"t": T.RESTORE, "sg": sg, "sh": sh, "v": version}, [snapshot]))
         for vid, messages, _ in history:
-            base = vid << 32
             for batch, sizes in _cut(messages):
-                header = {
-                    "t": T.DELIVER,
-                    "sg": key[0],
-                    "sh": key[1],
-                    "v": [base | m.seq for m in batch],
-                    "q": [m.seq for m in batch],
-                    "s": [m.sender for m in batch],
-                    "n": sizes,
-                }
+                header = {"t": T.DELIVER, "sg": sg, "sh": sh, "v": _versions(vid, batch), "q": [m.seq for m in batch]}
+                header["s"] = [m.sender for m in batch]
+                header["n"] = sizes
                 session.conn.write(_batch_frame(header, batch))
 
     def _halt(self, action: Halt) -> None:
@@ -860,6 +935,12 @@ class Sidecar:
 
     def client_gone(self, session: ClientSession) -> None:
         self.metrics.clients_disconnected.inc()
+        for request, transfer in list(self._snapshot_requests.items()):
+            if transfer.provider is session:
+                # The application went away before its snapshot: the joiners get the history.
+                del self._snapshot_requests[request]
+                self._stream_history(transfer)
+                self._schedule()
         if session.behind_since is not None:
             session.behind_since = None
             self._update_holds()
@@ -934,6 +1015,7 @@ class Sidecar:
                     "bytes": h.nbytes,
                     "complete": h.complete,
                     "first_version": h.first_version,
+                    "snapshot_version": h.base[0] if h.base is not None else None,
                 }
                 for k, h in self.history.items()
             },
@@ -945,6 +1027,24 @@ class Sidecar:
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),
         }
+
+
+@dataclass(eq=False)
+class _StateTransfer:
+    """A shard's state owed to joiners, as of the view change that admitted them."""
+
+    key: ShardKey
+    to: tuple[int, ...]
+    version: int  # the last version delivered in the old view (-1: none)
+    batches: list[tuple[int, list[Msg], int]]
+    base: tuple[int, bytes] | None
+    history: ShardHistory
+    provider: ClientSession | None = None
+
+
+def _versions(vid: int, batch: list[Msg]) -> list[int]:
+    base = vid << 32
+    return [base | m.seq for m in batch]
 
 
 def _batch_frame(header: dict[str, Any], batch: list[Msg]) -> list[bytes | memoryview]:

@@ -28,6 +28,7 @@ Joiner <-> member (a connection to any member's peer port whose first frame is J
   WELCOME    view: the view that admits it, a: {node id: HOST:PORT} of every member
 Member -> joiner, over the peer link, for each shard the joiner is in
   STATE      sg, sh, v: [versions], s: [senders], n: [sizes]   a batch of the shard's history
+  STATE_SNAPSHOT sg, sh, v: version; payload   an application snapshot the history continues from
   STATE_END  sg, sh, first: first version kept (-1 if none), complete: bool, count
 
 Sidecar -> client, for apps that watch views
@@ -36,6 +37,10 @@ Client -> sidecar
   WATCH_VIEWS r: request id                 VIEW_EVENT frames follow for each installed view
   LEAVE      r: request id                  the member leaves the group through a view change
                                             and exits 0 (like SIGTERM)
+  SNAPSHOT   r: the SNAPSHOT_REQUEST's id, sg, sh; payload = the state, or e: why there is none
+Sidecar -> client, for apps that subscribed with state hooks (SUBSCRIBE snap: true) or replay
+  SNAPSHOT_REQUEST r, sg, sh, v: version    take a snapshot once every delivery before this is applied
+  RESTORE    sg, sh, v: version; payload    the replayed history starts with this snapshot
 """
 
 from __future__ import annotations
@@ -52,11 +57,14 @@ class T(IntEnum):
     STATUS = 4
     WATCH_VIEWS = 5
     LEAVE = 6
+    SNAPSHOT = 7
     RECEIPTS = 10
     DELIVER = 11
     REPLY = 12
     ERROR = 13
     VIEW_EVENT = 14
+    SNAPSHOT_REQUEST = 15
+    RESTORE = 16
     HELLO = 20
     DATA = 21
     ROW = 22
@@ -66,6 +74,7 @@ class T(IntEnum):
     WELCOME = 26
     STATE = 27
     STATE_END = 28
+    STATE_SNAPSHOT = 29
 
 
 class ErrorCode(IntEnum):
