@@ -88,7 +88,8 @@ class MembershipConfig(_Strict):
     through them instead of forming one from `members`. A member whose data_dir holds a saved
     view rejoins on its own (through these, or else the other `members`)."""
     join_timeout: Annotated[float, Field(gt=0)] = 120.0
-    """Seconds a joiner keeps asking to be admitted (and waits for its state) before it gives up."""
+    """Seconds a joiner keeps asking to be admitted, and then waits for its shards' state,
+    before it gives up (exit code 7)."""
 
     @field_validator("join")
     @classmethod

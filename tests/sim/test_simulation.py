@@ -650,3 +650,44 @@ def test_join_seeds_keep_every_invariant(start, crashes):
         except (InvariantViolation, RuntimeError) as exc:
             flag = "--crashes" if crashes else "--no-crashes"
             pytest.fail(f"{exc}\n  replay: python -m derecho.sim {flag} --joins --seed {seed}", pytrace=False)
+
+
+PARTITION_SEEDS = 200
+
+
+@MEMBERSHIP
+@pytest.mark.parametrize("crashes", [False, True], ids=["partitions", "partitions-and-crashes"])
+@pytest.mark.parametrize("start", range(0, PARTITION_SEEDS, CHUNK), ids=lambda s: f"seeds{s}-{s + CHUNK - 1}")
+def test_partition_seeds_keep_every_invariant(start, crashes):
+    """A minority is cut off, the cut heals, the halted minority restarts as joiners."""
+    for seed in range(start, start + CHUNK):
+        try:
+            run_seed(seed, crashes=crashes, partitions=True, joins=crashes)
+        except (InvariantViolation, RuntimeError) as exc:
+            flag = "--crashes --joins" if crashes else "--no-crashes"
+            pytest.fail(f"{exc}\n  replay: python -m derecho.sim {flag} --partitions --seed {seed}", pytrace=False)
+
+
+@MEMBERSHIP
+def test_partitions_cut_halt_and_restart_members():
+    clusters = [run_seed(seed, crashes=False, partitions=True) for seed in range(40)]
+    halted = [c for c in clusters if any(c.members[n].halts for n in c.minority)]
+    assert len(halted) > 20, "most partitions last long enough for the failure detectors"
+    assert all(c.restarted for c in halted), "every halted minority restarts and rejoins"
+
+
+@MEMBERSHIP
+def test_spreading_a_halted_minoritys_suspicions_is_caught(monkeypatch):
+    # A stale row from the minority side of a healed partition suspects the majority; a core
+    # that spread those suspicions would make the majority remove itself.
+    from derecho.core import group
+
+    original = group.GroupCore._lost_majority
+
+    def only_my_own(self, row):
+        return original(self, row) if row is self.sst.own else False
+
+    monkeypatch.setattr(group.GroupCore, "_lost_majority", only_my_own)
+    with pytest.raises(InvariantViolation, match="halted"):
+        for seed in range(20):
+            run_seed(seed, crashes=False, partitions=True)

@@ -269,11 +269,15 @@ class GroupCore:
         rows = sst.rows
         n = len(rows)
         # 1. Suspicions spread: a member's suspicion is everyone's, and so is knowing it left.
+        # Except from a member whose row suspects too many to keep a majority: it halted on the
+        # minority side of a partition, and its stale row (arriving once the partition heals)
+        # must not make the majority suspect itself.
+        heard = [row for r, row in enumerate(rows) if r == self.my_rank or not self._lost_majority(row)]
         for r in range(n):
             if not own[cols.left + r] and any(row[cols.left + r] for row in rows):
                 sst.set(cols.left + r, 1)
                 sst.set(cols.suspected + r, 1)
-            if not own[cols.suspected + r] and any(row[cols.suspected + r] for row in rows):
+            if not own[cols.suspected + r] and any(row[cols.suspected + r] for row in heard):
                 sst.set(cols.suspected + r, 1)
         suspected = [r for r in range(n) if own[cols.suspected + r]]
         if not suspected and not own[cols.wedged]:
@@ -289,7 +293,7 @@ class GroupCore:
             return
         # Majority rule (Derecho's): members that left on purpose do not count against it.
         departed = sum(1 for r in suspected if own[cols.left + r])
-        if len(suspected) - departed >= (n - departed + 1) // 2:
+        if self._lost_majority(own):
             failed = [self.view.members[r] for r in suspected]
             self._halt(
                 out,
@@ -311,6 +315,14 @@ class GroupCore:
             self._follow(leader)
         if own[cols.committed]:
             self._trim_and_install(out)
+
+    def _lost_majority(self, row: list[int]) -> bool:
+        """Whether this row suspects half of the view or more (members that left not counted)."""
+        cols = self.cols
+        n = len(self.view.members)
+        departed = sum(1 for r in range(n) if row[cols.left + r])
+        failed = sum(1 for r in range(n) if row[cols.suspected + r] and not row[cols.left + r])
+        return failed > 0 and failed >= (n - departed + 1) // 2
 
     def _lead(self, live: list[int], suspected: list[int]) -> None:
         cols, sst = self.cols, self.sst
@@ -479,6 +491,8 @@ class GroupCore:
             self._halt(out, "inadequate layout", str(exc))
             return
         still_suspected = [old.members[r] for r in range(len(ranks)) if self.sst.own[self.cols.suspected + r]]
+        # Leaving is not failing, in the next view too (or its majority would count them).
+        still_leaving = {old.members[r] for r in range(len(ranks)) if self.sst.own[self.cols.left + r]}
         # The others still need my last row of the old view (my TRIM_READY, above all).
         diff = self.sst.take_diff()
         if diff is not None and self.peers:
@@ -495,6 +509,8 @@ class GroupCore:
         for node in still_suspected:
             if node in view.ranks:
                 self.suspect(node)
+                if node in still_leaving:
+                    self.sst.set(self.cols.left + view.ranks[node], 1)
         future, self._future = self._future, []
         for vid, kind, args in future:
             if kind == "row":

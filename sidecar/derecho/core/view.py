@@ -86,10 +86,8 @@ def next_view(old: View, survivors: tuple[int, ...], joined: tuple[int, ...]) ->
             members = tuple(m for m in layout.members if m in kept)
             senders = tuple(m for m in layout.senders if m in kept)
             layouts.append(ShardLayout(members, senders, layout.mode))
-        for node in joined:
-            target = min(range(len(layouts)), key=lambda i: (len(layouts[i].members), i))
-            layout = layouts[target]
-            layouts[target] = ShardLayout((*layout.members, node), (*layout.senders, node), layout.mode)
+        # Checked before joiners fill in: a shard that lost every member lost its state, and an
+        # empty joiner must not stand in for it.
         for sh, layout in enumerate(layouts):
             if not layout.members or not layout.senders:
                 gone = [m for m in old.members if m not in kept]
@@ -97,6 +95,10 @@ def next_view(old: View, survivors: tuple[int, ...], joined: tuple[int, ...]) ->
                     f"after removing {gone}, shard {sh} {list(old.subgroups[len(subgroups)][sh].members)} "
                     "has no members or senders left"
                 )
+        for node in joined:
+            target = min(range(len(layouts)), key=lambda i: (len(layouts[i].members), i))
+            layout = layouts[target]
+            layouts[target] = ShardLayout((*layout.members, node), (*layout.senders, node), layout.mode)
         subgroups.append(layouts)
     return View(old.vid + 1, (*survivors, *joined), tuple(tuple(s) for s in subgroups))
 

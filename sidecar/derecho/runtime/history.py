@@ -38,6 +38,9 @@ class ShardHistory:
             self.nbytes -= size
             self.count -= len(dropped)
             self.complete = False
+            # The snapshot no longer joins up with what is kept: without it nothing is missing
+            # in the middle, only at the start (which `complete` says).
+            self.base = None
 
     @property
     def first_version(self) -> int:

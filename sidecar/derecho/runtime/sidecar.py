@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -98,6 +99,7 @@ class Sidecar:
         # Snapshots asked of an application for joiners: request id -> what to send, or fall back on.
         self._snapshot_requests: dict[int, _StateTransfer] = {}
         self._snapshot_ids = 0
+        self._view_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="view-writer")
         self._held: list[Deliver] = []
         # Joiners whose JOIN I (the leader) proposed: their connection, for the WELCOME.
         self.joiners: dict[int, FramedConnection] = {}
@@ -163,6 +165,8 @@ class Sidecar:
         assert self.loop is not None
         self._last_beat = self.loop.time()
         self.loop.call_later(self.config.membership.heartbeat_interval, self._heartbeat)
+        if self.state_pending:
+            self.loop.call_later(self.config.membership.join_timeout, self._state_overdue)
         if not self.core.peers:
             self._become_ready()
         log.info(
@@ -200,6 +204,8 @@ class Sidecar:
 
     async def close(self) -> None:
         self._turn()
+        # The last view saved is on disk before the process exits.
+        await asyncio.get_running_loop().run_in_executor(None, self._view_writer.shutdown)
         await self.clients.close()
         await self.mesh.close()
         runner = getattr(self, "_http_runner", None)
@@ -552,7 +558,8 @@ class Sidecar:
         total restart will start from it."""
         path = self.config.data_dir / "membership" / "view.json"
         assert self.loop is not None
-        saved = self.loop.run_in_executor(None, write_durably, path, {**entry, **view_to_dict(self.view)})
+        # One writer thread for the views: saves land in the order views were installed.
+        saved = self.loop.run_in_executor(self._view_writer, write_durably, path, {**entry, **view_to_dict(self.view)})
 
         def check(future: asyncio.Future[None]) -> None:
             if not future.cancelled() and future.exception() is not None:
@@ -598,6 +605,20 @@ class Sidecar:
         log.info("member %d asks to join (from %s); proposing it for view %d", node, address, self.view.vid + 1)
         answer(False, ok=True, vid=self.view.vid)
         self._schedule()
+
+    def _state_overdue(self) -> None:
+        """The members that had my shards' state failed before sending it: start over."""
+        if self.state_pending and not self.halted:
+            shards = sorted(self.state_pending)
+            self._halt(
+                Halt(
+                    "join failed",
+                    {
+                        "detail": f"the state of shards {shards} did not arrive within membership.join_timeout "
+                        f"({self.config.membership.join_timeout:g} s); restart this member to join again"
+                    },
+                )
+            )
 
     def on_join_lost(self, conn: FramedConnection) -> None:
         for node, held in list(self.joiners.items()):

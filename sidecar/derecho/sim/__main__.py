@@ -2,7 +2,8 @@
 
 About 40% of seeds crash members (once the core has membership: GroupCore.suspect); `--crashes`
 makes every seed a crash scenario, `--no-crashes` none; `--joins` adds 1..3 joiners to every
-seed (crash scenarios or not). `--soak 600` runs seeds for ten minutes.
+seed (crash scenarios or not); `--partitions` cuts a minority off in every seed, heals the cut,
+and restarts the minority as joiners. `--soak 600` runs seeds for ten minutes.
 A failing seed prints the command that replays it; `--trace` prints a replay's fault timeline.
 """
 
@@ -22,7 +23,11 @@ CRASH_SHARE = 0.4
 
 
 def scenario_for(
-    seed: int, crashes: bool | None = None, false_suspicions: int | None = None, joins: bool = False
+    seed: int,
+    crashes: bool | None = None,
+    false_suspicions: int | None = None,
+    joins: bool = False,
+    partitions: bool = False,
 ) -> Scenario:
     """Vary group shape with the seed so a range of seeds covers many layouts.
 
@@ -49,6 +54,13 @@ def scenario_for(
         scenario.joins = joining.randint(1, 3)
         # Raw shards carry no state to a joiner (no total order to cut it at): joins are ordered.
         scenario.mode = DeliveryMode.ORDERED
+    if partitions:
+        cutting = random.Random(seed ^ 0xC07)
+        scenario.partition = True
+        scenario.mode = DeliveryMode.ORDERED  # the restarted minority joins: ordered shards carry state
+        scenario.members = max(scenario.members, cutting.randint(3, 9))
+        scenario.shards = min(scenario.shards, max(1, scenario.members // 3))
+        scenario.heal_after = cutting.choice((10, 100, 400))
     faults = random.Random(seed ^ 0xFA17)
     crashy = faults.random() < CRASH_SHARE if crashes is None else crashes
     if not crashy:
@@ -84,8 +96,9 @@ def run_seed(
     trace: bool = False,
     false_suspicions: int | None = None,
     joins: bool = False,
+    partitions: bool = False,
 ) -> Cluster:
-    cluster = Cluster(seed, scenario_for(seed, crashes, false_suspicions, joins), trace=trace)
+    cluster = Cluster(seed, scenario_for(seed, crashes, false_suspicions, joins, partitions), trace=trace)
     try:
         cluster.run()
         check_all(cluster)
@@ -95,10 +108,14 @@ def run_seed(
     return cluster
 
 
-def replay_command(seed: int, crashes: bool | None, false_suspicions: int | None = None, joins: bool = False) -> str:
+def replay_command(
+    seed: int, crashes: bool | None, false_suspicions: int | None = None, joins: bool = False, partitions: bool = False
+) -> str:
     flag = {None: "", True: " --crashes", False: " --no-crashes"}[crashes]
     if joins:
         flag += " --joins"
+    if partitions:
+        flag += " --partitions"
     if false_suspicions is not None:
         flag += f" --false-suspicions {false_suspicions}"
     return f"python -m derecho.sim{flag} --seed {seed}"
@@ -119,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         help="falsely suspect N live members in every crash scenario (0: never; default: about 10%% of them, one)",
     )
     parser.add_argument("--joins", action="store_true", help="1..3 members join in every seed")
+    parser.add_argument(
+        "--partitions", action="store_true", help="cut a minority off in every seed, heal, restart it as joiners"
+    )
     parser.add_argument("--soak", type=float, metavar="SECONDS", help="run consecutive seeds for this long")
     parser.add_argument("--trace", action="store_true", help="print each run's fault timeline (for a replay)")
     parser.add_argument("--show", action="store_true", help="print each seed's scenario")
@@ -146,12 +166,20 @@ def main(argv: list[str] | None = None) -> int:
             break
         total += 1
         if args.show:
-            print(f"seed {seed}: {scenario_for(seed, crashes, args.false_suspicions, args.joins)}", file=sys.stderr)
+            scenario = scenario_for(seed, crashes, args.false_suspicions, args.joins, args.partitions)
+            print(f"seed {seed}: {scenario}", file=sys.stderr)
         try:
-            run_seed(seed, crashes, trace=args.trace, false_suspicions=args.false_suspicions, joins=args.joins)
+            run_seed(
+                seed,
+                crashes,
+                trace=args.trace,
+                false_suspicions=args.false_suspicions,
+                joins=args.joins,
+                partitions=args.partitions,
+            )
         except (InvariantViolation, RuntimeError) as exc:
             failed += 1
-            replay = replay_command(seed, args.crashes, args.false_suspicions, args.joins)
+            replay = replay_command(seed, args.crashes, args.false_suspicions, args.joins, args.partitions)
             print(f"FAIL {exc}\n  replay: {replay}", file=sys.stderr)
     print(f"{total - failed} passed, {failed} failed ({time.monotonic() - began:.1f}s)")
     return 1 if failed else 0

@@ -346,6 +346,11 @@ def check_halts(cluster: Cluster) -> None:
     if cluster.scenario.false_suspicions:
         return
     for node, member in sorted(cluster.members.items()):
+        if node in cluster.minority:
+            # Cut off with a minority: if it noticed (or was noticed) before the heal, it stops.
+            if member.halts and member.halts[-1].reason not in ("lost majority", "removed from the view"):
+                _fail(cluster, f"node {node}, cut off with a minority, halted with {member.halts[-1].reason!r}")
+            continue
         for halt in member.halts:
             if member.left_at is not None and halt.reason == "left the group":
                 continue

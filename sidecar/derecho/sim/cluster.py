@@ -18,6 +18,12 @@ Faults (a scenario with `crashes > 0`; needs the core's membership API, `GroupCo
   connection breaks both ways, so it suspects that member in turn.
 - Optionally a member leaves on purpose (`GroupCore.leave`, Derecho's rip): it halts, and all
   its frames reach the others (the driver lets its last row out before it exits).
+- Optionally a partition cuts a minority off: frames across the cut wait (TCP retransmits
+  them once the cut heals, if both ends still run). Each member's failure detector, after its own delay,
+  suspects every member across the cut at once (they all fell silent together), unless the
+  cut healed first (it heard them again).
+  The majority goes on; the minority must halt. At the heal, each halted minority member
+  restarts as a joiner (a fresh core under a new node id, as a restarted process is).
 - Optionally new members join (`GroupCore.request_join` at the member that leads): a joiner
   starts its core in the first view that lists it, seeded with the state of its shards (the
   deliveries of the member whose install created it, as a state transfer would carry them).
@@ -183,6 +189,9 @@ class Scenario:
     leaves: int = 0
     # New members that ask to join at a random step (ordered shards only: raw ones carry no state).
     joins: int = 0
+    # A partition that cuts a minority off at a random step, healed `heal_after` steps later.
+    partition: bool = False
+    heal_after: int = 200
     # Crashed members' in-flight frames: each outgoing link keeps a random prefix (else all arrive).
     partial_delivery: bool = True
     # Steps until a survivor's failure detector reports a crash: uniform in 1..suspect_delay.
@@ -194,7 +203,7 @@ class Scenario:
 
     @property
     def faulty(self) -> bool:
-        return self.crashes > 0 or self.false_suspicions > 0 or self.leaves > 0 or self.joins > 0
+        return self.crashes > 0 or self.false_suspicions > 0 or self.leaves > 0 or self.joins > 0 or self.partition
 
 
 @dataclass
@@ -247,6 +256,11 @@ class Cluster:
         # Messages the scenario still has to submit (dropped if no live member can send any more).
         self.to_send = self.scenario.messages
         self.join_requests = {}
+        # The partition: the minority side (planned), whether it is cut now, restarts after the heal.
+        self.minority: set[int] = set()
+        self.cut = False
+        self.restarted: dict[int, int] = {}  # old node -> the node id it rejoined under
+        self._next_id = len(nodes)
         if sc.faulty:
             self._plan_faults()
 
@@ -310,12 +324,34 @@ class Cluster:
             leaver = rng.choice(candidates)
             taken.add(leaver)
             self._schedule(rng.randint(1, horizon), "leave", leaver, 0)
+        if sc.partition:
+            # The largest minority the layout can lose, beside the members other faults take.
+            side: list[int] = []
+            for size in range(len(self.view.members) // 2, 0, -1):
+                free = [n for n in order if n not in taken]
+                found = next((c for c in itertools.combinations(free, size) if self.removable({*taken, *c})), None)
+                if found is not None:
+                    side = list(found)
+                    break
+            if side:
+                self.minority = set(side)
+                taken |= self.minority
+                at = rng.randint(1, horizon)
+                self._schedule(at, "partition", side[0], 0)
+                self._schedule(at + rng.randint(1, sc.heal_after), "heal", side[0], 0)
         self.reserved = taken
-        first_new = len(self.view.members)
-        for j in range(sc.joins):
-            self._schedule(rng.randint(1, horizon), "join", first_new + j, 0)
+        for _ in range(sc.joins):
+            self._schedule(rng.randint(1, horizon), "join", self._new_id(), 0)
         # Join requests made (node -> step), for the view checker: only these may be added.
         self.join_requests: dict[int, int] = {}
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def _across(self, a: int, b: int) -> bool:
+        """Whether a link from a to b crosses the partition while it is cut."""
+        return self.cut and ((a in self.minority) != (b in self.minority))
 
     def _schedule(self, step: int, kind: str, node: int, arg: int) -> None:
         self._order += 1
@@ -475,7 +511,9 @@ class Cluster:
         return True
 
     def _receive(self, member: Member) -> None:
-        inbound = [link for link in self.links if link[1] == member.node and self.links[link]]
+        inbound = [
+            link for link in self.links if link[1] == member.node and self.links[link] and not self._across(*link)
+        ]
         if not inbound:
             return
         core = member.core
@@ -589,9 +627,55 @@ class Cluster:
             if plan.leader_delay is not None:
                 self._schedule(self.steps + plan.leader_delay, "crash", victim, self.plans.index(plan))
 
+    def _partition(self) -> None:
+        self.cut = True
+        self._note(f"partition: {sorted(self.minority)} cut off from the rest")
+        for node, member in self.members.items():
+            if member.alive:
+                self._schedule(self.steps + self.rng.randint(1, self.scenario.suspect_delay), "cut-suspect", node, 0)
+
+    def _heal(self) -> None:
+        self.cut = False
+        self._note("partition healed")
+        for node in sorted(self.minority):
+            self._schedule(self.steps + self.rng.randint(1, 2 * self.scenario.suspect_delay), "restart", node, 0)
+
+    def _restart(self, node: int, attempt: int) -> None:
+        """A minority member, once it halted, comes back as a joiner (its supervisor restarts it).
+        One that is still up a while after the heal never noticed the cut: it stays as it is."""
+        if self.members[node].alive:
+            if attempt < 10:
+                self._schedule(self.steps + self.scenario.suspect_delay, "restart", node, attempt + 1)
+            return
+        if node in self.restarted or not self.live_nodes():
+            return
+        self.restarted[node] = self._new_id()
+        self._note(f"node {node} restarts as joiner {self.restarted[node]}")
+        self._request_join(self.restarted[node])
+
     def _fire(self, kind: str, node: int, arg: int) -> None:
         if kind == "join":
             self._request_join(node)
+            return
+        if kind == "partition":
+            self._partition()
+            return
+        if kind == "heal":
+            self._heal()
+            return
+        if kind == "restart":
+            self._restart(node, arg)
+            return
+        if kind == "cut-suspect":
+            member = self.members[node]
+            if not self.cut or not member.alive:
+                return  # healed first: the detector heard the other side again
+            across = [n for n in member.core.view.members if self._across(node, n)]
+            self._note(f"node {node} suspects {across}, silent across the cut")
+            for other in across:
+                member.suspected.append((other, self.steps))
+                self._call(member, f"suspect({other})", member.core.suspect, other)
+            self._apply(member)
             return
         member = self.members[node]
         if kind == "crash":
