@@ -6,46 +6,18 @@ bounds a hang and is never a claim about speed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import re
 import signal
 import socket
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import tomli_w
+from up_process import DEADLINE, MEMBER_LINE, Up, run, running, wait_until
 
 from derecho.localgroup import LocalGroup, free_ports
-
-DEADLINE = 60.0  # `derecho up --members 9` starts nine Python processes on a small machine
-
-
-def run(command: list[str], *args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return fields[0] != "Z"
-
-
-def wait_until(condition, what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-
 
 # -- derecho sidecar --config -------------------------------------------------------------------
 
@@ -190,65 +162,6 @@ def test_status_without_a_sidecar_says_so(derecho_command: list[str], tmp_path: 
 # -- derecho up ---------------------------------------------------------------------------------
 
 
-class Up:
-    """`derecho up` as a child process, its output read line by line."""
-
-    def __init__(self, process: asyncio.subprocess.Process, directory: Path) -> None:
-        self.process = process
-        self.directory = directory
-        self.lines: list[str] = []
-
-    @classmethod
-    async def start(cls, command: list[str], directory: Path, members: int) -> Up:
-        process = await asyncio.create_subprocess_exec(
-            *command,
-            "up",
-            "--members",
-            str(members),
-            "--dir",
-            str(directory),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        return cls(process, directory)
-
-    async def read_until(self, last: str) -> list[str]:
-        async with asyncio.timeout(DEADLINE):
-            while True:
-                raw = await self.process.stdout.readline()
-                if not raw:
-                    raise AssertionError("`derecho up` ended its output early:\n" + "\n".join(self.lines))
-                self.lines.append(raw.decode().rstrip("\n"))
-                if self.lines[-1] == last:
-                    return self.lines
-
-    async def finish(self) -> tuple[int, list[str]]:
-        async with asyncio.timeout(DEADLINE):
-            rest, _ = await self.process.communicate()
-        self.lines.extend(rest.decode().splitlines())
-        return self.process.returncode, self.lines
-
-    def member_pids(self) -> list[int]:
-        pids = []
-        for pid_file in self.directory.glob("member-*/sidecar.pid"):
-            with contextlib.suppress(ValueError, FileNotFoundError):
-                pids.append(int(pid_file.read_text()))
-        return pids
-
-    async def cleanup(self, pids: list[int]) -> None:
-        """Whatever a failed test left running: `derecho up` itself, then its members."""
-        if self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-        for pid in set(pids) | set(self.member_pids()):
-            if running(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-
-
-MEMBER_LINE = re.compile(r"  member (\d+): socket (\S+)  http http://\S+  pid (\d+)")
-
-
 @pytest.mark.parametrize(
     ("members", "sig"),
     [(3, signal.SIGTERM), (3, signal.SIGINT), (9, signal.SIGTERM)],
@@ -286,23 +199,6 @@ async def test_up_runs_a_group_until_signalled(derecho_command: list[str], tmp_p
         await up.cleanup(pids)
 
 
-async def test_up_exits_nonzero_when_a_member_dies(derecho_command: list[str], tmp_path: Path):
-    directory = tmp_path / "group"
-    up = await Up.start(derecho_command, directory, 3)
-    pids: list[int] = []
-    try:
-        await up.read_until("Ctrl-C stops every member.")
-        pids = up.member_pids()
-        victim = int((directory / "member-1" / "sidecar.pid").read_text())
-        os.kill(victim, signal.SIGKILL)
-        code, lines = await up.finish()  # it notices on its own, no signal to `up`
-        assert any("member 1 exited with code -9" in line for line in lines), lines
-        assert not any(running(pid) for pid in pids)
-        assert code != 0
-    finally:
-        await up.cleanup(pids)
-
-
 @pytest.mark.parametrize("members", ["0", "65", "three"])
 def test_up_refuses_a_bad_member_count(derecho_command: list[str], tmp_path: Path, members: str):
     result = run(derecho_command, "up", "--members", members, "--dir", str(tmp_path / "group"), timeout=30)
@@ -323,7 +219,9 @@ def test_demo_passes(derecho_command: list[str], tmp_path: Path):
     assert not list((tmp_path / "demo").glob("member-*/sidecar.pid"))
 
 
-def test_demo_shows_a_member_failing_and_the_group_carrying_on(derecho_command: list[str], tmp_path: Path):
+def test_demo_shows_a_member_failing_the_group_carrying_on_and_the_member_rejoining(
+    derecho_command: list[str], tmp_path: Path
+):
     result = run(derecho_command, "demo", "--messages", "300", "--fail", "--dir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stdout + result.stderr
     out = " ".join(result.stdout.split())  # rich wraps long lines
@@ -331,6 +229,10 @@ def test_demo_shows_a_member_failing_and_the_group_carrying_on(derecho_command: 
     assert "the survivors installed view 1 (members [0, 1], failed [2])" in out
     assert "every survivor delivered them in the same order, all in view 1" in out
     assert "The group carried on without the failed member." in out
+    # Then it restarts and joins again, through a view change of its own.
+    assert "Now member 2 restarts and asks the survivors to let it back in" in out
+    assert "it rejoined in view 2 (members [0, 1, 2])" in out
+    assert "Every member is back in one view." in out
 
 
 def test_demo_fail_needs_three_members(derecho_command: list[str], tmp_path: Path):

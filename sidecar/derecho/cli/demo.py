@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..client import Client, Receipt
-from ..localgroup import LocalGroup, LocalGroupError
+from ..localgroup import LocalGroup, LocalGroupError, LocalMember
+from .contacts import make_joiner
+from .options import DEFAULT_JOIN_TIMEOUT
 
 
 @click.command()
@@ -34,7 +36,7 @@ from ..localgroup import LocalGroup, LocalGroupError
     type=click.Path(path_type=Path),
     help="where members live (default: a temporary directory)",
 )
-@click.option("--fail", is_flag=True, help="then crash a member (kill -9) and show the group carrying on")
+@click.option("--fail", is_flag=True, help="then crash a member (kill -9), show the group carrying on, and restart it")
 def demo(members: int, messages: int, size: int, directory: Path | None, fail: bool) -> None:
     """Start a local group, send through it from several apps, and check they all agree."""
     console = Console()
@@ -183,4 +185,21 @@ async def _fail_one(console: Console, group: LocalGroup) -> bool:
     )
     ok = same and in_new_view and all(c.failed == [victim.node_id] for c in changes)
     console.print("[green]The group carried on without the failed member.[/]" if ok else "[red]Failover problem.[/]")
+    return ok and await _rejoin(console, group, victim, survivors)
+
+
+async def _rejoin(console: Console, group: LocalGroup, victim: LocalMember, survivors: list[LocalMember]) -> bool:
+    """Start the crashed member again (as `derecho restart` does) and show it back in the view."""
+    console.print()
+    console.print(f"Now member {victim.node_id} restarts and asks the survivors to let it back in ...")
+    make_joiner(victim, [m.address for m in survivors])
+    began = time.monotonic()
+    group.spawn(victim)
+    await group.wait_ready(DEFAULT_JOIN_TIMEOUT, [victim])
+    view = victim.status["view"]
+    console.print(
+        f"  it rejoined in view {view['vid']} (members {view['members']}) after {time.monotonic() - began:.2f} s"
+    )
+    ok = sorted(view["members"]) == sorted(m.node_id for m in group.members)
+    console.print("[green]Every member is back in one view.[/]" if ok else "[red]Rejoin problem.[/]")
     return ok

@@ -21,8 +21,19 @@ def cli() -> None:
 @cli.command()
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="TOML config file")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None, help="overrides log.format")
-def sidecar(config_path: Path, log_format: str | None) -> None:
-    """Run one member (see docs/config.md for the file format)."""
+@click.option(
+    "--join",
+    "join",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="join the running group through this member's peer address (repeatable; overrides membership.join)",
+)
+def sidecar(config_path: Path, log_format: str | None, join: tuple[str, ...]) -> None:
+    """Run one member (see docs/config.md for the file format).
+
+    It forms the group of `members` with them, or joins a running group: with --join, with
+    membership.join, or when its data_dir holds the view of a group it was in (a restart).
+    """
     from ..config import ConfigError, load_config
     from ..logs import setup_logging
 
@@ -31,12 +42,20 @@ def sidecar(config_path: Path, log_format: str | None) -> None:
     except ConfigError as exc:
         click.echo(f"derecho sidecar: bad configuration\n{exc}", err=True)
         sys.exit(2)
+    from ..config import parse_address
+
+    for address in join:
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            click.echo(f"derecho sidecar: --join {exc}", err=True)
+            sys.exit(2)
     setup_logging(config.log.level, log_format or config.log.format, config.node_id, config.log.modules)
     from ..runtime.sidecar import run
     from ..tracing import TracingConfigError
 
     try:
-        code = run(config)
+        code = run(config, list(join) or None)
     except TracingConfigError as exc:
         click.echo(f"derecho sidecar: bad tracing configuration: {exc}", err=True)
         sys.exit(2)
@@ -99,11 +118,15 @@ def leave(socket_path: Path) -> None:
     click.echo(f"member {node} is leaving the group")
 
 
+from .add import add  # noqa: E402
+from .restart import restart  # noqa: E402
 from .signal_member import signal_member  # noqa: E402
 from .up import up  # noqa: E402
 
 cli.add_command(up)
 cli.add_command(signal_member)
+cli.add_command(restart)
+cli.add_command(add)
 cli.add_command(demo)
 
 

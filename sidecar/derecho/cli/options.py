@@ -16,3 +16,14 @@ local_group_dir = click.option(
     type=click.Path(path_type=Path),
     help="the local group's directory: member i lives in DIR/member-<i>/",
 )
+
+# How long `derecho add` and `derecho restart` wait for members to be admitted (and ready).
+DEFAULT_JOIN_TIMEOUT = 60.0
+
+join_wait = click.option(
+    "--timeout",
+    default=DEFAULT_JOIN_TIMEOUT,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="seconds to wait for the members to be admitted and ready",
+)
