@@ -318,20 +318,27 @@ class LocalGroup:
             pid = running.get(member.node_id)
             if pid is None:
                 continue
-            while member.current_pid() == pid and time.monotonic() < deadline:
+            # The process itself, not its PID file: a sidecar removes the file just before it exits.
+            while _running(member, pid) and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-            if member.current_pid() == pid:
+            if _running(member, pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 if member.process is not None and member.process.pid == pid:
                     member.process.wait()
-                while member.current_pid() == pid and time.monotonic() < deadline + timeout:
+                while _running(member, pid) and time.monotonic() < deadline + timeout:
                     await asyncio.sleep(0.02)
         codes: dict[int, int | None] = {}
         for m in members:
             started_here = m.process is not None and running.get(m.node_id, m.process.pid) == m.process.pid
             codes[m.node_id] = m.process.poll() if started_here and m.process else None
         return codes
+
+
+def _running(member: LocalMember, pid: int) -> bool:
+    if member.process is not None and member.process.pid == pid:
+        return member.process.poll() is None
+    return process_state(pid) is not None
 
 
 PER_MEMBER_KEYS = ("node_id", "data_dir", "socket", "members", "group", "log")
