@@ -176,7 +176,12 @@ async def wait_for_view(groups: Groups, group: LocalGroup, vid: int, members: li
         assert (status["view"]["vid"], status["view"]["members"]) == (vid, members), f"at member {node}"
         entry = status["view_history"][-1]
         assert (entry["vid"], entry["members"], entry["failed"]) == (vid, members, failed), f"at member {node}"
-        assert isinstance(entry["reason"], str)
+        # Says who went, and who suspected them (a member that heard the news from others
+        # names them; the first to notice names itself).
+        for gone in failed:
+            by = entry["suspected_by"][str(gone)]
+            assert by and set(by) <= set(members), f"at member {node}: {entry}"
+            assert f"failed: {gone} (suspected by {by})" in entry["reason"], entry
         vids = [e["vid"] for e in status["view_history"]]
         assert vids == list(range(vids[0], vid + 1)) and vids[0] <= vid - 1, f"history {vids} at member {node}"
 
@@ -413,7 +418,8 @@ async def test_derecho_leave_removes_a_member_without_waiting_for_a_timeout(grou
             await asyncio.sleep(0.05)
     status = await app.status()
     assert status["view"]["members"] == [0, 1]
-    assert status["view_history"][-1]["failed"] == [2]
+    entry = status["view_history"][-1]
+    assert (entry["failed"], entry["left"], entry["reason"]) == ([2], [2], "left: [2]")
     receipt = await app.send(b"after the leave")
     assert receipt.version >> 32 == 1
 

@@ -17,7 +17,7 @@ import contextlib
 import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -286,12 +286,15 @@ class DeliveryStream:
 
 @dataclass(frozen=True, slots=True)
 class ViewChange:
-    """An installed view: its id, members, and who failed since the previous one."""
+    """An installed view: its id, its members, who went (`failed`: all that went, of them `left`
+    on purpose) and who came (`joined`) since the previous one, and the reason in words."""
 
     vid: int
     members: list[int]
     failed: list[int]
     reason: str
+    joined: list[int] = field(default_factory=list)
+    left: list[int] = field(default_factory=list)
 
 
 class ViewStream:
@@ -321,7 +324,14 @@ class ViewStream:
             return
         self._seen = vid
         self._items.append(
-            ViewChange(vid, list(body.get("members", [])), list(body.get("failed", [])), str(body.get("reason", "")))
+            ViewChange(
+                vid,
+                list(body.get("members", [])),
+                list(body.get("failed", [])),
+                str(body.get("reason", "")),
+                list(body.get("joined", [])),
+                list(body.get("left", [])),
+            )
         )
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)

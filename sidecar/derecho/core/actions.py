@@ -102,6 +102,10 @@ class ViewInstalled:
     previous_vid: int
     failed: tuple[int, ...]
     joined: tuple[int, ...] = ()
+    # Of `failed`: those that left on purpose, and for the others, who suspected them first
+    # (the members whose rows carried the suspicion when this member learned of it).
+    left: tuple[int, ...] = ()
+    suspected_by: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

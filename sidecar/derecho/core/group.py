@@ -102,6 +102,8 @@ class GroupCore:
         self._out: list[Action] = []
         # Join requests the driver handed me as leader, oldest first, not yet in a proposal.
         self._pending_joins: list[int] = []
+        # Per suspected node of this view: who suspected it, as first seen here.
+        self._suspected_by: dict[int, tuple[int, ...]] = {}
         self._start_view(view, {})
 
     def _start_view(self, view: View, carry: dict[ShardKey, tuple[int, dict[int, int]]]) -> None:
@@ -202,6 +204,7 @@ class GroupCore:
         rank = self.view.ranks.get(node)
         if rank is not None and self.halted is None:
             self.sst.set(self.cols.suspected + rank, 1)
+            self._suspected_by.setdefault(node, (self.my_node,))
 
     def leave(self) -> None:
         """Leave the group on purpose: the others remove me without counting it as a failure
@@ -279,6 +282,10 @@ class GroupCore:
                 sst.set(cols.suspected + r, 1)
             if not own[cols.suspected + r] and any(row[cols.suspected + r] for row in heard):
                 sst.set(cols.suspected + r, 1)
+                by = tuple(
+                    self.view.members[x] for x, row in enumerate(rows) if x != self.my_rank and row[cols.suspected + r]
+                )
+                self._suspected_by.setdefault(self.view.members[r], by)
         suspected = [r for r in range(n) if own[cols.suspected + r]]
         if not suspected and not own[cols.wedged]:
             proposal = any(row[cols.num_proposed] for row in rows)
@@ -497,9 +504,12 @@ class GroupCore:
         diff = self.sst.take_diff()
         if diff is not None and self.peers:
             out.append(SendRow(self.peers, diff, old.vid))
+        left = tuple(m for m in failed if own[self.cols.left + ranks[m]])
+        suspected_by = {m: self._suspected_by.get(m, ()) for m in failed if m not in left}
+        carried_by, self._suspected_by = self._suspected_by, {}
         self._start_view(view, carry)
         self._pending_joins = [n for n in self._pending_joins if n not in view.ranks]
-        out.append(ViewInstalled(view, old.vid, failed, tuple(joined)))
+        out.append(ViewInstalled(view, old.vid, failed, tuple(joined), left, suspected_by))
         for key, msgs in resend.items():
             shard = self.shards[key]
             for msg in msgs:
@@ -509,6 +519,7 @@ class GroupCore:
         for node in still_suspected:
             if node in view.ranks:
                 self.suspect(node)
+                self._suspected_by[node] = carried_by.get(node, (self.my_node,))
                 if node in still_leaving:
                     self.sst.set(self.cols.left + view.ranks[node], 1)
         future, self._future = self._future, []

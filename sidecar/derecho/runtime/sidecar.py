@@ -507,9 +507,13 @@ class Sidecar:
     def _installed(self, action: ViewInstalled) -> None:
         old, view = self.view, action.view
         self.view = view
+        crashed = [m for m in action.failed if m not in action.left]
         changes = []
-        if action.failed:
-            changes.append(f"failed: {list(action.failed)}")
+        for node in crashed:
+            by = list(action.suspected_by.get(node, ()))
+            changes.append(f"failed: {node} (suspected by {by})" if by else f"failed: {node}")
+        if action.left:
+            changes.append(f"left: {list(action.left)}")
         if action.joined:
             changes.append(f"joined: {list(action.joined)}")
         reason = "; ".join(changes) or "no change"
@@ -517,15 +521,16 @@ class Sidecar:
             "vid": view.vid,
             "members": list(view.members),
             "failed": list(action.failed),
+            "left": list(action.left),
             "joined": list(action.joined),
+            "suspected_by": {str(k): list(v) for k, v in action.suspected_by.items()},
             "reason": reason,
         }
         self.view_history.append(entry)
         del self.view_history[:-20]
-        if action.failed:
-            self.metrics.view_changes.labels("failed").inc()
-        if action.joined:
-            self.metrics.view_changes.labels("joined").inc()
+        for label, happened in (("failed", crashed), ("left", action.left), ("joined", action.joined)):
+            if happened:
+                self.metrics.view_changes.labels(label).inc()
         log.warning("installed view %d: members %s (%s)", view.vid, list(view.members), reason)
         if self.tracer is not None:
             record_view_change(
