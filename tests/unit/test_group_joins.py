@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from derecho.core.actions import SendRow
 from derecho.core.group import JOIN_SLOTS, GroupCore
 from derecho.core.view import DeliveryMode, InadequateLayout, ShardLayout, View, next_view
 from derecho.sim.checkers import check_all
@@ -76,3 +77,32 @@ def test_joiners_asking_together_are_admitted_in_one_view_change():
         check_all(cluster)
         batched = max(batched, *(len(j) for j in _joined_views(cluster)))
     assert 2 <= batched <= JOIN_SLOTS
+
+
+def _exchange(cores: dict[int, GroupCore], rounds: int = 1) -> None:
+    """Flush every core and hand its row diffs to the others (no data, no persistence)."""
+    for _ in range(rounds):
+        for node, core in cores.items():
+            for action in core.flush():
+                if isinstance(action, SendRow):
+                    for peer in action.to:
+                        if peer in cores:
+                            cores[peer].receive_row(node, action.diff, action.vid)
+
+
+def test_status_says_what_a_view_change_waits_for():
+    view = View.single_shard([0, 1, 2])
+    cores = {n: GroupCore(my_node=n, view=view) for n in (0, 1)}  # node 2 is gone
+    cores[0].suspect(2)
+    proposal = [a for a in cores[0].flush() if isinstance(a, SendRow)]
+    assert cores[0].view_change_progress() == (
+        "view change (removing [2]) led by member 0: waiting for members [1] to acknowledge proposal 1"
+    )
+    for action in proposal:
+        cores[1].receive_row(0, action.diff, action.vid)
+    _exchange(cores, 3)
+    # Committed and wedged everywhere; the trim is computed and must be on disk at both.
+    assert cores[1].view_change_progress() == (
+        "view change (removing [2]) led by member 0: waiting for members [0, 1] to persist the ragged trim of shard 0/0"
+    )
+    assert cores[0].request_join(5) is None  # a join asked for now waits for the next change

@@ -545,6 +545,39 @@ class GroupCore:
         own = self.sst.own
         return [node for r, node in enumerate(self.view.members) if own[self.cols.suspected + r]]
 
+    def view_change_progress(self) -> str:
+        """What the view change under way waits for, in words (for status while wedged)."""
+        cols, own, rows = self.cols, self.sst.own, self.sst.rows
+        members = self.view.members
+        n = len(members)
+        live = [r for r in range(n) if not own[cols.suspected + r]]
+        gone = [members[r] for r in range(n) if own[cols.suspected + r]]
+        joins = [v - 1 for k in range(JOIN_SLOTS) if (v := own[cols.joins + k])]
+        what = ", ".join(
+            part for part in (f"removing {gone}" if gone else "", f"adding {joins}" if joins else "") if part
+        )
+        head = f"view change ({what or 'starting'}) led by member {members[live[0]] if live else '?'}"
+        if not own[cols.committed]:
+            number = max(row[cols.num_proposed] for row in rows)
+            if not number:
+                return f"{head}: waiting for its proposal"
+            behind = [members[r] for r in live if rows[r][cols.acked] < number]
+            return f"{head}: waiting for members {behind} to acknowledge proposal {number}"
+        survivors = [r for r in live if not own[cols.proposed + r]]
+        unwedged = [members[r] for r in survivors if not rows[r][cols.wedged]]
+        if unwedged:
+            return f"{head}: committed; waiting for members {unwedged} to wedge"
+        for key, index in self.shard_index.items():
+            if not isinstance(self.shards.get(key), OrderedShard):
+                continue  # no trim: raw shards, and shards I am not in
+            value = own[cols.trim + index]
+            if not value:
+                return f"{head}: waiting for the ragged trim of shard {key[0]}/{key[1]}"
+            slow = [members[r] for r in survivors if rows[r][cols.trim_ready + index] < value]
+            if slow:
+                return f"{head}: waiting for members {slow} to persist the ragged trim of shard {key[0]}/{key[1]}"
+        return f"{head}: installing"
+
     def status(self) -> dict[str, object]:
         return {
             "vid": self.view.vid,

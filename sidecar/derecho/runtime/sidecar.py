@@ -1019,7 +1019,7 @@ class Sidecar:
             shards = ", ".join(f"{sg}/{sh}" for sg, sh in sorted(self.state_pending))
             return f"the state of shards {shards} from the members that had them"
         if self.core.wedged():
-            return f"a view change: members {self.core.suspected()} are suspected"
+            return self.core.view_change_progress()
         return None
 
     def status(self) -> dict[str, Any]:

@@ -86,4 +86,3 @@ class ErrorCode(IntEnum):
     SHUTTING_DOWN = 6
     NOT_A_SENDER = 7
     HALTED = 8
-    NOT_READY = 9
