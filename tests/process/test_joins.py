@@ -151,6 +151,12 @@ async def test_a_killed_member_restarts_and_rejoins_with_the_history(groups: Gro
     group.spawn(victim)
     vid = await wait_for_members(group.members, {0, 1, 2})
     assert vid == 2  # removed in view 1, back in view 2
+    membership = group.members[0].directory / "membership"
+
+    async def only_the_last_trim_kept() -> bool:
+        return sorted(p.name for p in membership.glob("ragged_trim*")) == ["ragged_trim-v1-sg0-sh0.json"]
+
+    await wait_for_condition(only_the_last_trim_kept, "the trims of earlier views pruned")
     back = await groups.connect(victim)
     seen: list[tuple[int, int, bytes]] = []
     replay = asyncio.create_task(collect(back.deliveries(replay=True), seen, b"after"))

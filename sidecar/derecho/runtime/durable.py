@@ -27,3 +27,12 @@ def write_durably(path: Path, record: dict[str, Any]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def prune_trims(directory: Path, before_vid: int) -> None:
+    """Remove the ragged trims of views before `before_vid`: once the view after them is saved,
+    nothing reads them again, and a long-lived member would otherwise keep one file per change."""
+    for path in directory.glob("ragged_trim-v*-sg*-sh*.json"):
+        vid = path.name.removeprefix("ragged_trim-v").split("-", 1)[0]
+        if vid.isdigit() and int(vid) < before_vid:
+            path.unlink(missing_ok=True)

@@ -37,7 +37,7 @@ from ..wire import frames
 from ..wire.types import ErrorCode, T
 from .clients import ClientServer, ClientSession, RequestError
 from .connection import FramedConnection
-from .durable import write_durably
+from .durable import prune_trims, write_durably
 from .history import ShardHistory
 from .joining import Welcome
 from .metrics import SidecarMetrics
@@ -565,6 +565,8 @@ class Sidecar:
         assert self.loop is not None
         # One writer thread for the views: saves land in the order views were installed.
         saved = self.loop.run_in_executor(self._view_writer, write_durably, path, {**entry, **view_to_dict(self.view)})
+        # The trim that led to this view is kept (the view is saved with it); older ones go.
+        self.loop.run_in_executor(self._view_writer, prune_trims, path.parent, self.view.vid - 1)
 
         def check(future: asyncio.Future[None]) -> None:
             if not future.cancelled() and future.exception() is not None:
