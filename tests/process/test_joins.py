@@ -26,9 +26,9 @@ from derecho.wire.types import PROTOCOL_VERSION, T
 SETTINGS = {"membership": {"suspicion_timeout": 2.0, "heartbeat_interval": 0.1}}
 
 
-def spawn_joiner(group: LocalGroup, node_id: int, contact: LocalMember) -> LocalMember:
+def spawn_joiner(group: LocalGroup, node_id: int, contact: LocalMember, port: int = 0) -> LocalMember:
     """A new member process that joins `group` through `contact` (membership.join)."""
-    (port,) = free_ports(1)
+    port = port or free_ports(1)[0]
     member = LocalMember(node_id, group.directory / f"member-{node_id}", port)
     member.directory.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
@@ -311,3 +311,36 @@ async def test_a_failing_snapshot_hook_means_the_joiner_gets_the_history(groups:
     async with asyncio.timeout(DEADLINE):
         await asyncio.gather(providing, reading)
     assert tally.applied == 20 and tally.sums == {"0": sum(range(1, 21))}
+
+
+async def test_a_joiner_whose_welcome_was_lost_is_welcomed_by_any_member(groups: Groups, raw_tcp):
+    """The connection that asked to join closes before the WELCOME (as when the leader holding
+    it fails mid-change); the group admits the node anyway. When the real process asks again,
+    through any member, that member welcomes it into the view it was admitted in."""
+    group = await groups.start(3, settings=SETTINGS)
+    app = await groups.connect(group.members[0])
+    for i in range(10):
+        await app.send(f"before-{i}".encode())
+    (port,) = free_ports(1)
+    conn = await raw_tcp(group.members[0].peer_port)
+    join = {"t": T.JOIN, "node": 3, "group": group.group, "proto": PROTOCOL_VERSION, "a": f"127.0.0.1:{port}"}
+    await conn.write(frames.encode(join))
+    assert (await conn.read_frame()).header["ok"] is True
+    # Gone before the view change ends: no WELCOME reaches anyone.
+
+    async def admitted() -> bool:
+        return 3 in (await status(group.members[1]))["view"]["members"]
+
+    await wait_for_condition(admitted, "node 3 admitted in view 1")
+    conn.writer.close()
+    joiner = spawn_joiner(group, 3, group.members[2], port=port)
+    vid = await wait_for_members(group.members, {0, 1, 2, 3})
+    assert vid == 1  # welcomed into the view it was admitted in: no removal, no second join
+    back = await groups.connect(joiner)
+    seen: list[tuple[int, int, bytes]] = []
+    reading = asyncio.create_task(collect(back.deliveries(replay=True), seen, b"after"))
+    await back.view()
+    await app.send(b"after")
+    async with asyncio.timeout(DEADLINE):
+        await reading
+    assert [p for _, _, p in seen] == [f"before-{i}".encode() for i in range(10)] + [b"after"]

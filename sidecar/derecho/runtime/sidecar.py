@@ -103,6 +103,8 @@ class Sidecar:
         self._held: list[Deliver] = []
         # Joiners whose JOIN I (the leader) proposed: their connection, for the WELCOME.
         self.joiners: dict[int, FramedConnection] = {}
+        # The view each joiner was admitted in (to welcome it again if its WELCOME was lost).
+        self._admitted: dict[int, int] = {}
         # Failure detector: when each peer was last heard from (loop time), and who I suspect.
         self.last_heard: dict[int, float] = {}
         self.reported: set[int] = set()
@@ -547,6 +549,7 @@ class Sidecar:
         for node in action.joined:
             self.peer_state[node] = "joining"
             self.last_heard[node] = grace
+            self._admitted[node] = view.vid
         for node in self.core.peers:
             self.last_heard[node] = max(self.last_heard.get(node, now), now)
         for node in action.joined:
@@ -591,6 +594,14 @@ class Sidecar:
         if self.halted or not self.ready:
             why = f"halted: {self.halted}" if self.halted else "still starting"
             answer(True, ok=False, m=f"member {self.node_id} cannot admit members now ({why}); ask another")
+            return
+        if self._admitted.get(node) == self.view.vid and node not in self.mesh.links:
+            # Admitted in this very view, but the WELCOME was lost with the member that held its
+            # JOIN (it failed mid-change): any member can welcome it; its state waits queued.
+            self.mesh.learn(node, address)
+            self.joiners[node] = conn
+            log.info("member %d, admitted in view %d, asks again; welcoming it", node, self.view.vid)
+            self._welcome(node, self.view)
             return
         leader = self.core.leader()
         if leader != self.node_id:
