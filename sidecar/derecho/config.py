@@ -110,9 +110,9 @@ class MembershipConfig(_Strict):
 
 class StateConfig(_Strict):
     history_bytes: Annotated[int, Field(strict=True, ge=0)] = 256 << 20
-    """Delivered payload bytes each member keeps per ordered shard: the state a joiner receives
-    and what a replaying application reads first. Past it the oldest are dropped (and a joiner
-    is told its history is incomplete)."""
+    """Memory each member spends per ordered shard on the delivered history (payloads plus about
+    400 bytes per message): the state a joiner receives and what a replaying application reads
+    first. Past it the oldest are dropped (and a joiner is told its history is incomplete)."""
     snapshot_timeout: Annotated[float, Field(gt=0)] = 30.0
     """Seconds to wait for an application's snapshot for a joiner before sending the delivered
     history instead."""

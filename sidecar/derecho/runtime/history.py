@@ -17,12 +17,18 @@ from collections.abc import Iterator
 
 from ..core.actions import Msg
 
+# What keeping one message costs beside its payload (its Msg, the view of its payload, the list
+# slot), measured with tracemalloc: counted against the limit so that many tiny messages cannot
+# use several times `limit` of memory.
+PER_MESSAGE = 400
+
 
 class ShardHistory:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.batches: deque[tuple[int, list[Msg], int]] = deque()  # (vid, messages, payload bytes)
-        self.nbytes = 0
+        self.nbytes = 0  # payload bytes kept
+        self.memory = 0  # payload bytes plus PER_MESSAGE each: what `limit` bounds
         self.count = 0
         # False once anything was dropped (or a joiner's state arrived incomplete).
         self.complete = True
@@ -32,10 +38,12 @@ class ShardHistory:
     def append(self, vid: int, messages: list[Msg], nbytes: int) -> None:
         self.batches.append((vid, messages, nbytes))
         self.nbytes += nbytes
+        self.memory += nbytes + PER_MESSAGE * len(messages)
         self.count += len(messages)
-        while self.nbytes > self.limit and len(self.batches) > 1:
+        while self.memory > self.limit and len(self.batches) > 1:
             _, dropped, size = self.batches.popleft()
             self.nbytes -= size
+            self.memory -= size + PER_MESSAGE * len(dropped)
             self.count -= len(dropped)
             self.complete = False
             # The snapshot no longer joins up with what is kept: without it nothing is missing
