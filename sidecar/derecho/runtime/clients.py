@@ -124,12 +124,12 @@ class ClientServer:
                 key = self.sidecar.shard_key(header)
                 session.reply(request, {"subgroup": key[0], "shard": key[1]})
                 if header.get("p") and key not in session.subscriptions:
-                    self.sidecar.replay(session, key)
+                    self.sidecar.transfers.replay(session, key)
                 if header.get("snap"):
                     session.snapshots.add(key)
                 session.subscriptions.add(key)
             elif kind == T.SNAPSHOT:
-                self.sidecar.snapshot_reply(session, header, frame.payload)
+                self.sidecar.transfers.snapshot_reply(session, header, frame.payload)
             elif kind == T.VIEW:
                 session.reply(request, self.sidecar.view_summary())
             elif kind == T.LEAVE:

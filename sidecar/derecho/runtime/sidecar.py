@@ -16,7 +16,6 @@ import signal
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
@@ -35,6 +34,8 @@ from ..tracing import (
 )
 from ..wire import frames
 from ..wire.types import ErrorCode, T
+from .admission import Admission
+from .batching import BATCH_BYTES, batch_frame, cut
 from .clients import ClientServer, ClientSession, RequestError
 from .connection import FramedConnection
 from .durable import prune_trims, write_durably
@@ -42,6 +43,7 @@ from .history import ShardHistory
 from .joining import Welcome
 from .metrics import SidecarMetrics
 from .peers import PeerMesh
+from .state_transfer import StateTransfers
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,6 @@ EXIT_CODES = {
     "cannot persist": 6,
     "join failed": 7,
 }
-
-# Frames carrying a batch of messages are cut at about this many payload bytes, so one huge
-# batch neither delays the first message nor needs a huge buffer at the reader.
-BATCH_BYTES = 1 << 20
 
 
 class Sidecar:
@@ -86,25 +84,15 @@ class Sidecar:
                 "reason": first_reason,
             }
         ]
-        # Delivered history per ordered shard (the state a joiner gets), and, for a joiner,
-        # the shards whose state has not arrived yet and the deliveries held back until then.
+        # Delivered history per ordered shard: the state a joiner gets, what a replay reads.
         self.history: dict[ShardKey, ShardHistory] = {
             key: ShardHistory(config.state.history_bytes)
             for key, shard in self.core.shards.items()
             if self.view.shard(key).mode is DeliveryMode.ORDERED
         }
-        self.state_pending: set[ShardKey] = set(self.history) if self.joiner else set()
-        self._incoming_state: dict[ShardKey, list[tuple[int, list[Msg], int]]] = {}
-        self._incoming_base: dict[ShardKey, tuple[int, bytes]] = {}
-        # Snapshots asked of an application for joiners: request id -> what to send, or fall back on.
-        self._snapshot_requests: dict[int, _StateTransfer] = {}
-        self._snapshot_ids = 0
+        self.transfers = StateTransfers(self, joiner=self.joiner)
+        self.admission = Admission(self)
         self._view_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="view-writer")
-        self._held: list[Deliver] = []
-        # Joiners whose JOIN I (the leader) proposed: their connection, for the WELCOME.
-        self.joiners: dict[int, FramedConnection] = {}
-        # The view each joiner was admitted in (to welcome it again if its WELCOME was lost).
-        self._admitted: dict[int, int] = {}
         # Failure detector: when each peer was last heard from (loop time), and who I suspect.
         self.last_heard: dict[int, float] = {}
         self.reported: set[int] = set()
@@ -136,8 +124,8 @@ class Sidecar:
             on_peer_up=self.on_peer_up,
             on_peer_down=self.on_peer_down,
             on_writes=self.connection_wrote,
-            on_join=self.on_join,
-            on_join_lost=self.on_join_lost,
+            on_join=self.admission.on_join,
+            on_join_lost=self.admission.on_join_lost,
         )
         self.mesh.members = set(self.view.members)
         # A client frame holds one message up to max_message_size, or a batch of smaller ones
@@ -167,8 +155,8 @@ class Sidecar:
         assert self.loop is not None
         self._last_beat = self.loop.time()
         self.loop.call_later(self.config.membership.heartbeat_interval, self._heartbeat)
-        if self.state_pending:
-            self.loop.call_later(self.config.membership.join_timeout, self._state_overdue)
+        if self.transfers.pending:
+            self.loop.call_later(self.config.membership.join_timeout, self.transfers.overdue)
         if not self.core.peers:
             self._become_ready()
         log.info(
@@ -222,9 +210,9 @@ class Sidecar:
 
     def connection_wrote(self, conn: FramedConnection) -> None:
         self._dirty.add(conn)
-        self._schedule()
+        self.schedule()
 
-    def _schedule(self) -> None:
+    def schedule(self) -> None:
         if not self._turn_scheduled and self.loop is not None:
             self._turn_scheduled = True
             self.loop.call_soon(self._turn)
@@ -246,10 +234,8 @@ class Sidecar:
             elif isinstance(action, SendRow):
                 self.mesh.send(action.to, [frames.encode({"t": T.ROW, "d": action.diff, "v": action.vid})])
             elif isinstance(action, Deliver):
-                if action.shard in self.state_pending:
-                    self._held.append(action)  # a joiner delivers only once its state is in
-                else:
-                    self._deliver(action)
+                if not self.transfers.hold(action):  # a joiner delivers once its state is in
+                    self.deliver(action)
             elif isinstance(action, Stable):
                 self._receipts(action.shard, action.messages, -1)
             elif isinstance(action, Persist):
@@ -257,13 +243,13 @@ class Sidecar:
             elif isinstance(action, ViewInstalled):
                 self._installed(action)
             elif isinstance(action, Halt):
-                self._halt(action)
+                self.halt(action)
 
     def _send_data(self, action: SendData) -> None:
         sg, sh = action.shard
         index = action.first_index
         nbytes = 0
-        for batch, sizes in _cut(action.messages):
+        for batch, sizes in cut(action.messages):
             header: dict[str, Any] = {
                 "t": T.DATA,
                 "v": action.vid,
@@ -273,19 +259,19 @@ class Sidecar:
                 "m": [m.msg_no for m in batch],
                 "n": sizes,
             }
-            self.mesh.send(action.to, _batch_frame(header, batch))
+            self.mesh.send(action.to, batch_frame(header, batch))
             index += len(batch)
             nbytes += sum(sizes)
         self.metrics.sent(action.shard, len(action.messages), nbytes)
 
-    def _deliver(self, action: Deliver) -> None:
+    def deliver(self, action: Deliver) -> None:
         messages = action.messages
         key = action.shard
         subscribers = [s for s in self.clients.sessions if key in s.subscriptions]
         nbytes = 0
         vid = action.vid
         limit = self.config.client.max_buffered_bytes
-        for batch, sizes in _cut(messages):
+        for batch, sizes in cut(messages):
             nbytes += sum(sizes)
             if not subscribers:
                 continue
@@ -304,7 +290,7 @@ class Sidecar:
                 "s": [m.sender for m in batch],
                 "n": sizes,
             }
-            parts = _batch_frame(header, batch)
+            parts = batch_frame(header, batch)
             for session in subscribers:
                 if session.conn.closed:
                     continue
@@ -403,19 +389,19 @@ class Sidecar:
             link.write([frames.encode({"t": T.ROW, "d": row, "v": self.view.vid})])
         if not self.ready and not self.mesh.missing():
             self._become_ready()
-        self._schedule()
+        self.schedule()
 
     def _become_ready(self) -> None:
         self.ready = True
         log.info("all %d members connected; the group is ready", len(self.view.members))
         # Saved from the first view on: a member that restarts with it rejoins its group.
-        self._save_view(self.view_history[-1])
+        self.save_view(self.view_history[-1])
         if self.loop is not None:
             # Silence is measured from now on: before, peers were still starting.
             now = self.loop.time()
             for node in self.core.peers:
                 self.last_heard[node] = max(self.last_heard.get(node, now), now)
-        self._schedule()
+        self.schedule()
 
     def _heartbeat(self) -> None:
         """Beat to every connected peer (from start-up on, so nobody waiting for the rest of
@@ -437,7 +423,7 @@ class Sidecar:
             for node in self.core.peers:
                 if node not in self.reported and now - self.last_heard.get(node, now) > timeout:
                     self._suspect(node, f"silent for more than {timeout:g} s")
-        self._schedule()
+        self.schedule()
         self.loop.call_later(self.config.membership.heartbeat_interval, self._heartbeat)
 
     def _suspect(self, node: int, why: str) -> None:
@@ -447,7 +433,7 @@ class Sidecar:
         log.warning("suspecting member %d: %s; the view changes without it", node, why)
         self.metrics.suspicions.inc()
         self.core.suspect(node)
-        self._schedule()
+        self.schedule()
 
     def on_peer_down(self, node: int, reason: str) -> None:
         self.peer_state[node] = f"lost: {reason}"
@@ -471,11 +457,11 @@ class Sidecar:
             elif kind == T.BEAT:
                 return
             elif kind == T.STATE:
-                self._state_in(header, frame.payload)
+                self.transfers.receive(header, frame.payload)
             elif kind == T.STATE_SNAPSHOT:
-                self._state_snapshot(header, frame.payload)
+                self.transfers.receive_snapshot(header, frame.payload)
             elif kind == T.STATE_END:
-                self._state_end(header)
+                self.transfers.receive_end(header)
             elif kind == T.ERROR:
                 log.error("peer %d reports an error: %s", node, header.get("m"))
                 return
@@ -485,7 +471,7 @@ class Sidecar:
             self.metrics.peer_protocol_errors.inc()
             self.mesh.drop(node, f"protocol error from node {node}: {exc}")
             return
-        self._schedule()
+        self.schedule()
 
     # -- view changes -----------------------------------------------------------------------
 
@@ -499,10 +485,10 @@ class Sidecar:
         def finished(future: asyncio.Future[None]) -> None:
             error = future.exception()
             if error is not None:
-                self._halt(Halt("cannot persist", {"detail": f"writing {path} failed: {error}"}))
+                self.halt(Halt("cannot persist", {"detail": f"writing {path} failed: {error}"}))
                 return
             self.core.persisted(action.token)
-            self._schedule()
+            self.schedule()
 
         done.add_done_callback(finished)
 
@@ -538,7 +524,7 @@ class Sidecar:
             record_view_change(
                 self.tracer, self.config.group, view.vid, list(view.members), list(action.failed), self.node_id
             )
-        self._save_view(entry)
+        self.save_view(entry)
         self.mesh.set_members(view.members, joined=action.joined)
         for node in action.failed:
             self.peer_state[node] = f"removed in view {view.vid}"
@@ -549,19 +535,17 @@ class Sidecar:
         for node in action.joined:
             self.peer_state[node] = "joining"
             self.last_heard[node] = grace
-            self._admitted[node] = view.vid
         for node in self.core.peers:
             self.last_heard[node] = max(self.last_heard.get(node, now), now)
-        for node in action.joined:
-            self._welcome(node, view)
         if action.joined:
-            self._send_states(action.joined, old, view)
+            self.admission.admitted(action.joined, view)
+            self.transfers.send(action.joined, old, view)
         event = frames.encode({"t": T.VIEW_EVENT, "b": entry})
         for session in self.clients.sessions:
             if session.watch_views:
                 session.conn.write([event])
 
-    def _save_view(self, entry: dict[str, Any]) -> None:
+    def save_view(self, entry: dict[str, Any]) -> None:
         """Saved at every install (as Derecho does): a restarted member rejoins from it, and a
         total restart will start from it."""
         path = self.config.data_dir / "membership" / "view.json"
@@ -577,265 +561,7 @@ class Sidecar:
 
         saved.add_done_callback(check)
 
-    # -- joins ----------------------------------------------------------------------------------
-
-    def on_join(self, conn: FramedConnection, header: dict[str, Any]) -> None:
-        """A joiner's JOIN: the leader proposes it; anyone else points it at the leader."""
-        node, address = header.get("node"), header.get("a")
-
-        def answer(close: bool, **body: Any) -> None:
-            conn.write([frames.encode({"t": T.JOIN_REPLY, **body})])
-            if close:
-                conn.close()
-
-        if type(node) is not int or not 0 <= node < 1 << 16 or not isinstance(address, str):
-            answer(True, ok=False, m="JOIN needs 'node' (an integer node id) and 'a' (its peer address HOST:PORT)")
-            return
-        if self.halted or not self.ready:
-            why = f"halted: {self.halted}" if self.halted else "still starting"
-            answer(True, ok=False, m=f"member {self.node_id} cannot admit members now ({why}); ask another")
-            return
-        if self._admitted.get(node) == self.view.vid and node not in self.mesh.links:
-            # Admitted in this very view, but the WELCOME was lost with the member that held its
-            # JOIN (it failed mid-change): any member can welcome it; its state waits queued.
-            self.mesh.learn(node, address)
-            self.joiners[node] = conn
-            log.info("member %d, admitted in view %d, asks again; welcoming it", node, self.view.vid)
-            self._welcome(node, self.view)
-            return
-        leader = self.core.leader()
-        if leader != self.node_id:
-            where = self.mesh.address_of(leader)
-            if where is None:
-                answer(True, ok=False, m=f"the leader is member {leader}, whose address this member does not know")
-            else:
-                answer(True, leader=where)
-            return
-        refused = self.core.request_join(node)
-        if refused is not None:
-            answer(True, ok=False, m=refused)
-            return
-        previous = self.joiners.get(node)
-        if previous is not None and previous is not conn:
-            previous.close()
-        self.joiners[node] = conn
-        self.mesh.learn(node, address)
-        log.info("member %d asks to join (from %s); proposing it for view %d", node, address, self.view.vid + 1)
-        answer(False, ok=True, vid=self.view.vid)
-        self._schedule()
-
-    def _state_overdue(self) -> None:
-        """The members that had my shards' state failed before sending it: start over."""
-        if self.state_pending and not self.halted:
-            shards = sorted(self.state_pending)
-            self._halt(
-                Halt(
-                    "join failed",
-                    {
-                        "detail": f"the state of shards {shards} did not arrive within membership.join_timeout "
-                        f"({self.config.membership.join_timeout:g} s); restart this member to join again"
-                    },
-                )
-            )
-
-    def on_join_lost(self, conn: FramedConnection) -> None:
-        for node, held in list(self.joiners.items()):
-            if held is conn:
-                del self.joiners[node]
-                self.core.cancel_join(node)
-
-    def _welcome(self, node: int, view: View) -> None:
-        conn = self.joiners.pop(node, None)
-        if conn is None or conn.closed:
-            return
-        addresses = {n: self.mesh.address_of(n) for n in view.members}
-        conn.write([frames.encode({"t": T.WELCOME, "view": view_to_dict(view), "a": addresses})])
-        conn.close()
-
-    def _send_states(self, joined: tuple[int, ...], old: View, view: View) -> None:
-        """For each ordered shard joiners are in: if I am the first (by rank in the new view) of
-        the members that were in it in the old view, send them its state as of the view change:
-        an application's snapshot if one provides them here, else the delivered history."""
-        for key, history in self.history.items():
-            before = old.shard(key).members
-            first = next((m for m in view.members if m in before), None)
-            to = tuple(j for j in joined if key in view.shards_of(j))
-            if first != self.node_id or not to:
-                continue
-            # Frozen now: the batches are what was delivered up to the view change, nothing after.
-            transfer = _StateTransfer(key, to, history.last_version, list(history.batches), history.base, history)
-            provider = min(
-                (s for s in self.clients.sessions if key in s.snapshots and not s.conn.closed),
-                key=lambda s: s.number,
-                default=None,
-            )
-            if provider is None:
-                self._stream_history(transfer)
-                continue
-            self._snapshot_ids += 1
-            request = self._snapshot_ids
-            transfer.provider = provider
-            self._snapshot_requests[request] = transfer
-            sg, sh = key
-            # In the app's stream right after the last delivery of the old view: the state there.
-            provider.conn.write(
-                [frames.encode({"t": T.SNAPSHOT_REQUEST, "r": request, "sg": sg, "sh": sh, "v": transfer.version})]
-            )
-            assert self.loop is not None
-            self.loop.call_later(self.config.state.snapshot_timeout, self._snapshot_overdue, request)
-            log.info("asking application %d for a snapshot of shard %s for members %s", provider.number, key, to)
-
-    def snapshot_reply(self, session: ClientSession, header: dict[str, Any], payload: bytes) -> None:
-        transfer = self._snapshot_requests.get(header.get("r"))  # type: ignore[arg-type]
-        if transfer is None or transfer.provider is not session:
-            return  # late (the history went instead) or not asked of this application
-        del self._snapshot_requests[header["r"]]
-        if header.get("e"):
-            log.warning("application %d gave no snapshot (%s); sending the history", session.number, header["e"])
-            self._stream_history(transfer)
-            return
-        sg, sh = transfer.key
-        snap = frames.encode_parts({"t": T.STATE_SNAPSHOT, "sg": sg, "sh": sh, "v": transfer.version}, [payload])
-        self.mesh.send(transfer.to, snap)
-        end = {"t": T.STATE_END, "sg": sg, "sh": sh, "first": -1, "complete": True, "count": 0}
-        self.mesh.send(transfer.to, [frames.encode(end)])
-        log.info(
-            "sent members %s a snapshot of shard %s at version %d (%d bytes)",
-            list(transfer.to),
-            transfer.key,
-            transfer.version,
-            len(payload),
-        )
-        self._schedule()
-
-    def _snapshot_overdue(self, request: int) -> None:
-        transfer = self._snapshot_requests.pop(request, None)
-        if transfer is not None:
-            log.warning(
-                "no snapshot of shard %s within state.snapshot_timeout (%g s); sending the history",
-                transfer.key,
-                self.config.state.snapshot_timeout,
-            )
-            self._stream_history(transfer)
-            self._schedule()
-
-    def _stream_history(self, transfer: _StateTransfer) -> None:
-        sg, sh = transfer.key
-        to = transfer.to
-        if transfer.base is not None:
-            version, snapshot = transfer.base
-            self.mesh.send(
-                to, frames.encode_parts({"t": T.STATE_SNAPSHOT, "sg": sg, "sh": sh, "v": version}, [snapshot])
-            )
-        sent = count = 0
-        for vid, messages, _ in transfer.batches:
-            for batch, sizes in _cut(messages):
-                header = {"t": T.STATE, "sg": sg, "sh": sh, "v": _versions(vid, batch), "s": [m.sender for m in batch]}
-                header["n"] = sizes
-                self.mesh.send(to, _batch_frame(header, batch))
-                sent += sum(sizes)
-                count += len(batch)
-        history = transfer.history
-        first = transfer.batches[0] if transfer.batches else None
-        end = {
-            "t": T.STATE_END,
-            "sg": sg,
-            "sh": sh,
-            "first": (first[0] << 32) | first[1][0].seq if first else -1,
-            "complete": history.complete,
-            "count": count,
-        }
-        self.mesh.send(to, [frames.encode(end)])
-        log.info("sent members %s the history of shard %s: %d messages, %d bytes", list(to), transfer.key, count, sent)
-
-    def _state_in(self, header: dict[str, Any], payload: bytes) -> None:
-        try:
-            key = (int(header["sg"]), int(header["sh"]))
-            versions, senders, sizes = header["v"], header["s"], header["n"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"STATE frame is missing or garbles {exc}") from None
-        if key not in self.state_pending:
-            raise ProtocolError(f"STATE for shard {key}, whose state this member is not waiting for")
-        if not (len(versions) == len(senders) == len(sizes)) or sum(sizes) != len(payload):
-            raise ProtocolError("STATE frame sizes do not add up to its payload")
-        view = memoryview(payload)
-        batches = self._incoming_state.setdefault(key, [])
-        pos = 0
-        for version, sender, size in zip(versions, senders, sizes, strict=True):
-            msg = Msg(sender, -1, view[pos : pos + size])
-            msg.seq = version & 0xFFFFFFFF
-            pos += size
-            vid = version >> 32
-            if batches and batches[-1][0] == vid:
-                batches[-1][1].append(msg)
-                batches[-1] = (vid, batches[-1][1], batches[-1][2] + size)
-            else:
-                batches.append((vid, [msg], size))
-
-    def _state_snapshot(self, header: dict[str, Any], payload: bytes) -> None:
-        try:
-            key = (int(header["sg"]), int(header["sh"]))
-            version = int(header["v"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"STATE_SNAPSHOT frame is missing or garbles {exc}") from None
-        if key not in self.state_pending:
-            raise ProtocolError(f"STATE_SNAPSHOT for shard {key}, whose state this member is not waiting for")
-        self._incoming_base[key] = (version, payload)
-
-    def _state_end(self, header: dict[str, Any]) -> None:
-        try:
-            key = (int(header["sg"]), int(header["sh"]))
-            complete = bool(header["complete"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"STATE_END frame is missing or garbles {exc}") from None
-        if key not in self.state_pending:
-            raise ProtocolError(f"STATE_END for shard {key}, whose state this member is not waiting for")
-        history = self.history[key]
-        history.base = self._incoming_base.pop(key, None)
-        for vid, messages, nbytes in self._incoming_state.pop(key, []):
-            history.append(vid, messages, nbytes)
-        history.complete = history.complete and complete
-        self.state_pending.discard(key)
-        log.info(
-            "received the state of shard %s: %d messages (%s)",
-            key,
-            history.count,
-            "complete" if history.complete else f"incomplete: it starts at version {history.first_version}",
-        )
-        for session in self.clients.sessions:
-            if key in session.replay:
-                self._replay_to(session, key)
-        held, self._held = self._held, []
-        for action in held:
-            if action.shard == key:
-                self._deliver(action)
-            else:
-                self._held.append(action)
-        if not self.state_pending:
-            self._save_view(self.view_history[-1])
-
-    def replay(self, session: ClientSession, key: ShardKey) -> None:
-        """An application subscribed with replay: what this member kept comes first."""
-        session.replay.add(key)
-        if key not in self.state_pending:
-            self._replay_to(session, key)
-
-    def _replay_to(self, session: ClientSession, key: ShardKey) -> None:
-        history = self.history.get(key)
-        if history is None:
-            return
-        sg, sh = key
-        if history.base is not None:
-            version, snapshot = history.base
-            session.conn.write(frames.encode_parts({"t": T.RESTORE, "sg": sg, "sh": sh, "v": version}, [snapshot]))
-        for vid, messages, _ in history:
-            for batch, sizes in _cut(messages):
-                header = {"t": T.DELIVER, "sg": sg, "sh": sh, "v": _versions(vid, batch), "q": [m.seq for m in batch]}
-                header["s"] = [m.sender for m in batch]
-                header["n"] = sizes
-                session.conn.write(_batch_frame(header, batch))
-
-    def _halt(self, action: Halt) -> None:
+    def halt(self, action: Halt) -> None:
         if self.halted:
             return
         detail = action.detail.get("detail", "")
@@ -849,7 +575,7 @@ class Sidecar:
             for _, requests, session, _ in batches:
                 session.error(requests, ErrorCode.HALTED, message)
             batches.clear()
-        self._schedule()
+        self.schedule()
         if self.loop is not None:
             # Let the errors and the status be seen for a moment, then exit with the code.
             self.loop.call_later(0.5, self.stop, self.halted)
@@ -956,7 +682,7 @@ class Sidecar:
             self._trace_publish(key, first, payloads, traces)
         self.receipts[key].append((first, requests, session, time.monotonic()))
         session.outstanding += len(requests)
-        self._schedule()
+        self.schedule()
 
     def _trace_publish(
         self, key: ShardKey, first: int, payloads: list[bytes | memoryview], traces: dict[int, Any]
@@ -974,12 +700,7 @@ class Sidecar:
 
     def client_gone(self, session: ClientSession) -> None:
         self.metrics.clients_disconnected.inc()
-        for request, transfer in list(self._snapshot_requests.items()):
-            if transfer.provider is session:
-                # The application went away before its snapshot: the joiners get the history.
-                del self._snapshot_requests[request]
-                self._stream_history(transfer)
-                self._schedule()
+        self.transfers.provider_gone(session)
         if session.behind_since is not None:
             session.behind_since = None
             self._update_holds()
@@ -1015,7 +736,7 @@ class Sidecar:
             held = any(s.behind_since is not None and key in s.subscriptions for s in self.clients.sessions)
             if held != shard.held:
                 shard.hold(held)
-        self._schedule()
+        self.schedule()
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -1028,8 +749,8 @@ class Sidecar:
         missing = self.mesh.missing()
         if missing and not self.ready:
             return f"connections to members {missing}"
-        if self.state_pending:
-            shards = ", ".join(f"{sg}/{sh}" for sg, sh in sorted(self.state_pending))
+        if self.transfers.pending:
+            shards = ", ".join(f"{sg}/{sh}" for sg, sh in sorted(self.transfers.pending))
             return f"the state of shards {shards} from the members that had them"
         if self.core.wedged():
             return self.core.view_change_progress()
@@ -1040,7 +761,7 @@ class Sidecar:
         return {
             "node_id": self.node_id,
             "group": self.config.group,
-            "ready": self.ready and not self.halted and not self.core.wedged() and not self.state_pending,
+            "ready": self.ready and not self.halted and not self.core.wedged() and not self.transfers.pending,
             "waiting_for": self.waiting_for(),
             "halted": self.halted,
             "view": self.view_summary(),
@@ -1058,7 +779,7 @@ class Sidecar:
                 }
                 for k, h in self.history.items()
             },
-            "joining": sorted(self.joiners),
+            "joining": sorted(self.admission.joiners),
             "peers": {str(k): v for k, v in self.peer_state.items()},
             "clients": len(self.clients.sessions),
             "socket": str(self.config.socket_path),
@@ -1066,51 +787,6 @@ class Sidecar:
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started_at, 3),
         }
-
-
-@dataclass(eq=False)
-class _StateTransfer:
-    """A shard's state owed to joiners, as of the view change that admitted them."""
-
-    key: ShardKey
-    to: tuple[int, ...]
-    version: int  # the last version delivered in the old view (-1: none)
-    batches: list[tuple[int, list[Msg], int]]
-    base: tuple[int, bytes] | None
-    history: ShardHistory
-    provider: ClientSession | None = None
-
-
-def _versions(vid: int, batch: list[Msg]) -> list[int]:
-    base = vid << 32
-    return [base | m.seq for m in batch]
-
-
-def _batch_frame(header: dict[str, Any], batch: list[Msg]) -> list[bytes | memoryview]:
-    """A DATA or DELIVER frame: the header, trace contexts of the traced messages, payloads."""
-    traces = {pos: m.trace for pos, m in enumerate(batch) if m.trace is not None}
-    if traces:
-        header["x"] = traces
-    return frames.encode_parts(header, [m.payload for m in batch])
-
-
-def _cut(messages: list[Msg]) -> list[tuple[list[Msg], list[int]]]:
-    """Split a batch into runs of about BATCH_BYTES of payload (a big message travels alone),
-    each with its payload sizes."""
-    sizes = [len(m.payload) for m in messages]
-    if sum(sizes) <= BATCH_BYTES:
-        return [(messages, sizes)]
-    runs: list[tuple[list[Msg], list[int]]] = []
-    start = 0
-    size = 0
-    for pos, n in enumerate(sizes):
-        if pos > start and size + n > BATCH_BYTES:
-            runs.append((messages[start:pos], sizes[start:pos]))
-            start = pos
-            size = 0
-        size += n
-    runs.append((messages[start:], sizes[start:]))
-    return runs
 
 
 def join_contacts(config: SidecarConfig, join: list[str] | None = None) -> list[str] | None:
