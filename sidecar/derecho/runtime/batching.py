@@ -1,5 +1,5 @@
-"""Messages in frames: cut a delivered batch into frames of about BATCH_BYTES, and build the
-DATA, DELIVER and STATE frames that carry them (header, trace contexts, payloads unchanged)."""
+"""Messages in frames: cut a batch of messages into frames of about BATCH_BYTES, and build the
+DATA and DELIVER frames that carry them (header, trace contexts, payloads unchanged)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,6 @@ from ..wire import frames
 # Frames carrying a batch of messages are cut at about this many payload bytes, so one huge
 # batch neither delays the first message nor needs a huge buffer at the reader.
 BATCH_BYTES = 1 << 20
-
-
-def versions(vid: int, batch: list[Msg]) -> list[int]:
-    base = vid << 32
-    return [base | m.seq for m in batch]
 
 
 def batch_frame(header: dict[str, Any], batch: list[Msg]) -> list[bytes | memoryview]:

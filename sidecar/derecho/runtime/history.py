@@ -1,10 +1,12 @@
 """What a member delivered in each ordered shard, kept in memory: the state a joiner receives
 and what an application gets first when it subscribes with replay.
 
-Batches are kept as the core delivered them (the messages' payloads are views of the frames
-they came in, not copies), so keeping history costs a list append per delivered batch. The
-oldest batches are dropped past `limit` bytes; `first_version` then says where it starts, so
-a joiner or a replaying application knows the history is not complete.
+Each delivered batch is kept compact: its payloads joined into one bytes object, and its
+sizes, seqs and senders in arrays. That is one object the garbage collector tracks per batch,
+not two per message: a history of millions of small messages would otherwise make every full
+collection take seconds and stall the group. The oldest batches are dropped past `limit`;
+`first_version` then says where the history starts, and `complete` that it does not start at
+the beginning.
 
 A member that joined with an application snapshot keeps it as `base`: its history is that
 snapshot (the state as of base's version) followed by the batches delivered since.
@@ -12,38 +14,87 @@ snapshot (the state as of base's version) followed by the batches delivered sinc
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import accumulate
 
 from ..core.actions import Msg
 
-# What keeping one message costs beside its payload (its Msg, the view of its payload, the list
-# slot), measured with tracemalloc: counted against the limit so that many tiny messages cannot
-# use several times `limit` of memory.
-PER_MESSAGE = 400
+# What keeping one message costs beside its payload: three array entries.
+PER_MESSAGE = 20
+# What keeping one batch costs: the record, the bytes and array objects.
+PER_BATCH = 400
+# Frames built from the history are cut at about this many payload bytes.
+FRAME_BYTES = 1 << 20
+
+
+@dataclass(slots=True)
+class Batch:
+    """Messages delivered together in one view: payloads back to back, then parallel arrays."""
+
+    vid: int
+    payload: bytes
+    sizes: array
+    seqs: array
+    senders: array
+
+    @classmethod
+    def of(cls, vid: int, messages: list[Msg]) -> Batch:
+        return cls(
+            vid,
+            b"".join([m.payload for m in messages]),
+            array("Q", [len(m.payload) for m in messages]),
+            array("q", [m.seq for m in messages]),
+            array("q", [m.sender for m in messages]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def versions(self, start: int = 0, end: int | None = None) -> list[int]:
+        base = self.vid << 32
+        return [base | q for q in self.seqs[start:end]]
+
+    def runs(self) -> Iterator[tuple[int, int, memoryview]]:
+        """(start, end, payload) slices of about FRAME_BYTES (a large message goes alone)."""
+        view = memoryview(self.payload)
+        ends = list(accumulate(self.sizes))
+        start = offset = 0
+        for pos, end in enumerate(ends):
+            if pos > start and end - offset > FRAME_BYTES:
+                yield start, pos, view[offset : ends[pos - 1]]
+                start, offset = pos, ends[pos - 1]
+        if start < len(ends):
+            yield start, len(ends), view[offset:]
 
 
 class ShardHistory:
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.batches: deque[tuple[int, list[Msg], int]] = deque()  # (vid, messages, payload bytes)
+        self.batches: deque[Batch] = deque()
         self.nbytes = 0  # payload bytes kept
-        self.memory = 0  # payload bytes plus PER_MESSAGE each: what `limit` bounds
+        self.memory = 0  # what `limit` bounds: payloads plus PER_MESSAGE and PER_BATCH
         self.count = 0
         # False once anything was dropped (or a joiner's state arrived incomplete).
         self.complete = True
         # (version, snapshot) an application took, which the batches continue from.
         self.base: tuple[int, bytes] | None = None
 
-    def append(self, vid: int, messages: list[Msg], nbytes: int) -> None:
-        self.batches.append((vid, messages, nbytes))
-        self.nbytes += nbytes
-        self.memory += nbytes + PER_MESSAGE * len(messages)
-        self.count += len(messages)
+    def append(self, vid: int, messages: list[Msg]) -> None:
+        if messages:
+            self.add(Batch.of(vid, messages))
+
+    def add(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self.nbytes += len(batch.payload)
+        self.memory += _cost(batch)
+        self.count += len(batch)
         while self.memory > self.limit and len(self.batches) > 1:
-            _, dropped, size = self.batches.popleft()
-            self.nbytes -= size
-            self.memory -= size + PER_MESSAGE * len(dropped)
+            dropped = self.batches.popleft()
+            self.nbytes -= len(dropped.payload)
+            self.memory -= _cost(dropped)
             self.count -= len(dropped)
             self.complete = False
             # The snapshot no longer joins up with what is kept: without it nothing is missing
@@ -54,16 +105,20 @@ class ShardHistory:
     def first_version(self) -> int:
         if not self.batches:
             return -1
-        vid, messages, _ = self.batches[0]
-        return (vid << 32) | messages[0].seq
+        first = self.batches[0]
+        return (first.vid << 32) | first.seqs[0]
 
     @property
     def last_version(self) -> int:
         """The version of the last message kept (or of the base snapshot), -1 if none."""
         if self.batches:
-            vid, messages, _ = self.batches[-1]
-            return (vid << 32) | messages[-1].seq
+            last = self.batches[-1]
+            return (last.vid << 32) | last.seqs[-1]
         return self.base[0] if self.base is not None else -1
 
-    def __iter__(self) -> Iterator[tuple[int, list[Msg], int]]:
+    def __iter__(self) -> Iterator[Batch]:
         return iter(list(self.batches))
+
+
+def _cost(batch: Batch) -> int:
+    return len(batch.payload) + PER_MESSAGE * len(batch) + PER_BATCH

@@ -1,6 +1,7 @@
 """The TCP mesh between members: one connection per pair. Members that form a group together
-connect higher id to lower; a joiner dials every member of the view that admits it (the
-members never dial joiners: they may not know where a joiner listens until it says so).
+connect higher id to lower; a joiner dials every member ranked before it in the view that
+admits it (the old members never dial joiners: they may not know where a joiner listens until
+it says so; joiners admitted together are ranked, and the later one dials).
 
 The first frame each way is HELLO (node id, group name, protocol version, peer address); a
 connection that sends anything else first, names a node outside the view, or belongs to

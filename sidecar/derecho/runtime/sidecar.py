@@ -148,8 +148,11 @@ class Sidecar:
             from ..api.http import start_http
 
             self._http_runner, self.http_address = await start_http(self, self.config.http.address)
-        # A joiner dials every member: they do not know where it listens until its HELLO says so.
-        await self.mesh.start(dial=self.core.peers if self.joiner else None)
+        # A joiner dials every member ranked before it (the old members, which do not know where
+        # it listens until its HELLO says so, and the joiners admitted with it ahead of it), and
+        # is dialled by those after it: one connection per pair, never two racing.
+        earlier = list(self.view.members[: self.view.ranks[self.node_id]])
+        await self.mesh.start(dial=earlier if self.joiner else None)
         await self.clients.start()
         (self.config.data_dir / "sidecar.pid").write_text(f"{os.getpid()}\n")
         assert self.loop is not None
@@ -301,7 +304,7 @@ class Sidecar:
                     self._cut_off_slow_consumer(session, limit)
         self.metrics.delivered(key, len(messages), nbytes)
         if action.ordered:
-            self.history[key].append(vid, messages, nbytes)
+            self.history[key].append(vid, messages)
         if self.tracer is not None:
             self._trace_delivery(key, messages)
         if action.ordered:

@@ -10,17 +10,17 @@ replay gets the kept state first (RESTORE, then the history), then live deliveri
 from __future__ import annotations
 
 import logging
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core.actions import Deliver, Halt, Msg, ShardKey
+from ..core.actions import Deliver, Halt, ShardKey
 from ..core.ordered import ProtocolError
 from ..core.view import View
 from ..wire import frames
 from ..wire.types import T
-from .batching import batch_frame, cut, versions
 from .clients import ClientSession
-from .history import ShardHistory
+from .history import Batch, ShardHistory
 
 if TYPE_CHECKING:
     from .sidecar import Sidecar
@@ -35,7 +35,7 @@ class Transfer:
     key: ShardKey
     to: tuple[int, ...]
     version: int  # the last version delivered in the old view (-1: none)
-    batches: list[tuple[int, list[Msg], int]]
+    batches: list[Batch]
     base: tuple[int, bytes] | None
     history: ShardHistory
     provider: ClientSession | None = None
@@ -47,7 +47,7 @@ class StateTransfers:
         # A joiner's ordered shards whose state has not arrived yet, what arrived so far, and
         # the deliveries held back until then.
         self.pending: set[ShardKey] = set(sidecar.history) if joiner else set()
-        self._incoming: dict[ShardKey, list[tuple[int, list[Msg], int]]] = {}
+        self._incoming: dict[ShardKey, list[Batch]] = {}
         self._incoming_base: dict[ShardKey, tuple[int, bytes]] = {}
         self._held: list[Deliver] = []
         # Snapshots asked of an application for joiners: request id -> what to send, or fall back on.
@@ -159,21 +159,26 @@ class StateTransfers:
                 to, frames.encode_parts({"t": T.STATE_SNAPSHOT, "sg": sg, "sh": sh, "v": version}, [snapshot])
             )
         sent = count = 0
-        for vid, messages, _ in transfer.batches:
-            for batch, sizes in cut(messages):
-                header = {"t": T.STATE, "sg": sg, "sh": sh, "v": versions(vid, batch), "s": [m.sender for m in batch]}
-                header["n"] = sizes
-                self.sc.mesh.send(to, batch_frame(header, batch))
-                sent += sum(sizes)
-                count += len(batch)
-        history = transfer.history
+        for batch in transfer.batches:
+            for start, end, payload in batch.runs():
+                header = {
+                    "t": T.STATE,
+                    "sg": sg,
+                    "sh": sh,
+                    "v": batch.versions(start, end),
+                    "s": batch.senders[start:end].tolist(),
+                    "n": batch.sizes[start:end].tolist(),
+                }
+                self.sc.mesh.send(to, frames.encode_parts(header, [payload]))
+                sent += len(payload)
+                count += end - start
         first = transfer.batches[0] if transfer.batches else None
         end = {
             "t": T.STATE_END,
             "sg": sg,
             "sh": sh,
-            "first": (first[0] << 32) | first[1][0].seq if first else -1,
-            "complete": history.complete,
+            "first": (first.vid << 32) | first.seqs[0] if first else -1,
+            "complete": transfer.history.complete,
             "count": count,
         }
         self.sc.mesh.send(to, [frames.encode(end)])
@@ -187,21 +192,18 @@ class StateTransfers:
             raise ProtocolError(f"STATE frame is missing or garbles {exc}") from None
         if key not in self.pending:
             raise ProtocolError(f"STATE for shard {key}, whose state this member is not waiting for")
-        if not (len(versions) == len(senders) == len(sizes)) or sum(sizes) != len(payload):
+        if not (len(versions) == len(senders) == len(sizes)) or sum(sizes) != len(payload) or not versions:
             raise ProtocolError("STATE frame sizes do not add up to its payload")
-        view = memoryview(payload)
-        batches = self._incoming.setdefault(key, [])
-        pos = 0
-        for version, sender, size in zip(versions, senders, sizes, strict=True):
-            msg = Msg(sender, -1, view[pos : pos + size])
-            msg.seq = version & 0xFFFFFFFF
-            pos += size
-            vid = version >> 32
-            if batches and batches[-1][0] == vid:
-                batches[-1][1].append(msg)
-                batches[-1] = (vid, batches[-1][1], batches[-1][2] + size)
-            else:
-                batches.append((vid, [msg], size))
+        vid = versions[0] >> 32
+        if any(v >> 32 != vid for v in versions):
+            raise ProtocolError("STATE frame mixes versions of several views")
+        try:
+            batch = Batch(
+                vid, payload, array("Q", sizes), array("q", [v & 0xFFFFFFFF for v in versions]), array("q", senders)
+            )
+        except (TypeError, OverflowError) as exc:
+            raise ProtocolError(f"STATE frame has a bad size, version or sender: {exc}") from None
+        self._incoming.setdefault(key, []).append(batch)
 
     def receive_snapshot(self, header: dict[str, Any], payload: bytes) -> None:
         try:
@@ -223,8 +225,8 @@ class StateTransfers:
             raise ProtocolError(f"STATE_END for shard {key}, whose state this member is not waiting for")
         history = self.sc.history[key]
         history.base = self._incoming_base.pop(key, None)
-        for vid, messages, nbytes in self._incoming.pop(key, []):
-            history.append(vid, messages, nbytes)
+        for batch in self._incoming.pop(key, []):
+            history.add(batch)
         history.complete = history.complete and complete
         self.pending.discard(key)
         log.info(
@@ -259,9 +261,15 @@ class StateTransfers:
         if history.base is not None:
             version, snapshot = history.base
             session.conn.write(frames.encode_parts({"t": T.RESTORE, "sg": sg, "sh": sh, "v": version}, [snapshot]))
-        for vid, messages, _ in history:
-            for batch, sizes in cut(messages):
-                header = {"t": T.DELIVER, "sg": sg, "sh": sh, "v": versions(vid, batch), "q": [m.seq for m in batch]}
-                header["s"] = [m.sender for m in batch]
-                header["n"] = sizes
-                session.conn.write(batch_frame(header, batch))
+        for batch in history:
+            for start, end, payload in batch.runs():
+                header = {
+                    "t": T.DELIVER,
+                    "sg": sg,
+                    "sh": sh,
+                    "v": batch.versions(start, end),
+                    "q": batch.seqs[start:end].tolist(),
+                    "s": batch.senders[start:end].tolist(),
+                    "n": batch.sizes[start:end].tolist(),
+                }
+                session.conn.write(frames.encode_parts(header, [payload]))
