@@ -830,6 +830,10 @@ async def _main(config: SidecarConfig, join: list[str] | None) -> int:
     welcome = None
     contacts = join_contacts(config, join)
     if contacts is not None:
+        if config.http.address:
+            # Imported now, not after admission: from the view that admits it until it connects,
+            # the group waits for this member (aiohttp takes ~0.3 s to import).
+            from ..api import http  # noqa: F401
         log.info("member %d joins its group through %s", config.node_id, contacts)
         try:
             welcome = await join_group(config, contacts)
