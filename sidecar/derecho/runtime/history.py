@@ -1,10 +1,12 @@
 """What a member delivered in each ordered shard, kept in memory: the state a joiner receives
 and what an application gets first when it subscribes with replay.
 
-Each delivered batch is kept compact: its payloads joined into one bytes object, and its
-sizes, seqs and senders in arrays. That is one object the garbage collector tracks per batch,
-not two per message: a history of millions of small messages would otherwise make every full
-collection take seconds and stall the group. The oldest batches are dropped past `limit`;
+Each delivered batch is kept compact: its sizes, seqs and senders in arrays, and small
+payloads joined into one bytes object. That is about one object the garbage collector tracks
+per batch, not two per message: a history of millions of small messages would otherwise make
+every full collection take seconds and stall the group. Large payloads are kept as they came
+(no copy: copying into fresh memory costs about as much as receiving them); there are few of
+them, so they cost the collector little. The oldest batches are dropped past `limit`;
 `first_version` then says where the history starts, and `complete` that it does not start at
 the beginning.
 
@@ -28,27 +30,32 @@ PER_MESSAGE = 20
 PER_BATCH = 400
 # Frames built from the history are cut at about this many payload bytes.
 FRAME_BYTES = 1 << 20
+# Batches whose messages average less than this are joined into one bytes object.
+JOIN_BELOW = 16 << 10
 
 
 @dataclass(slots=True)
 class Batch:
-    """Messages delivered together in one view: payloads back to back, then parallel arrays."""
+    """Messages delivered together in one view: their payloads (one joined bytes object, or
+    one part per message), then parallel arrays."""
 
     vid: int
-    payload: bytes
+    parts: tuple[bytes | memoryview, ...]
     sizes: array
     seqs: array
     senders: array
 
     @classmethod
     def of(cls, vid: int, messages: list[Msg]) -> Batch:
-        return cls(
-            vid,
-            b"".join([m.payload for m in messages]),
-            array("Q", [len(m.payload) for m in messages]),
-            array("q", [m.seq for m in messages]),
-            array("q", [m.sender for m in messages]),
-        )
+        payloads = [m.payload for m in messages]
+        sizes = array("Q", [len(p) for p in payloads])
+        nbytes = sum(sizes)
+        parts = tuple(payloads) if nbytes >= JOIN_BELOW * len(payloads) else (b"".join(payloads),)
+        return cls(vid, parts, sizes, array("q", [m.seq for m in messages]), array("q", [m.sender for m in messages]))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p) for p in self.parts)
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -57,17 +64,23 @@ class Batch:
         base = self.vid << 32
         return [base | q for q in self.seqs[start:end]]
 
-    def runs(self) -> Iterator[tuple[int, int, memoryview]]:
-        """(start, end, payload) slices of about FRAME_BYTES (a large message goes alone)."""
-        view = memoryview(self.payload)
+    def runs(self) -> Iterator[tuple[int, int, list[bytes | memoryview]]]:
+        """(start, end, payload chunks) of about FRAME_BYTES (a large message goes alone)."""
         ends = list(accumulate(self.sizes))
+        joined = len(self.parts) == 1 and len(ends) != 1
+        view = memoryview(self.parts[0]) if joined else None
         start = offset = 0
         for pos, end in enumerate(ends):
             if pos > start and end - offset > FRAME_BYTES:
-                yield start, pos, view[offset : ends[pos - 1]]
+                yield start, pos, self._chunks(view, start, pos, offset, ends[pos - 1])
                 start, offset = pos, ends[pos - 1]
         if start < len(ends):
-            yield start, len(ends), view[offset:]
+            yield start, len(ends), self._chunks(view, start, len(ends), offset, ends[-1])
+
+    def _chunks(
+        self, view: memoryview | None, start: int, end: int, offset: int, stop: int
+    ) -> list[bytes | memoryview]:
+        return [view[offset:stop]] if view is not None else list(self.parts[start:end])
 
 
 class ShardHistory:
@@ -88,12 +101,12 @@ class ShardHistory:
 
     def add(self, batch: Batch) -> None:
         self.batches.append(batch)
-        self.nbytes += len(batch.payload)
+        self.nbytes += batch.nbytes
         self.memory += _cost(batch)
         self.count += len(batch)
         while self.memory > self.limit and len(self.batches) > 1:
             dropped = self.batches.popleft()
-            self.nbytes -= len(dropped.payload)
+            self.nbytes -= dropped.nbytes
             self.memory -= _cost(dropped)
             self.count -= len(dropped)
             self.complete = False
@@ -121,4 +134,4 @@ class ShardHistory:
 
 
 def _cost(batch: Batch) -> int:
-    return len(batch.payload) + PER_MESSAGE * len(batch) + PER_BATCH
+    return batch.nbytes + PER_MESSAGE * len(batch) + PER_BATCH

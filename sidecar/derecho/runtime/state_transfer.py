@@ -160,7 +160,7 @@ class StateTransfers:
             )
         sent = count = 0
         for batch in transfer.batches:
-            for start, end, payload in batch.runs():
+            for start, end, chunks in batch.runs():
                 header = {
                     "t": T.STATE,
                     "sg": sg,
@@ -169,8 +169,8 @@ class StateTransfers:
                     "s": batch.senders[start:end].tolist(),
                     "n": batch.sizes[start:end].tolist(),
                 }
-                self.sc.mesh.send(to, frames.encode_parts(header, [payload]))
-                sent += len(payload)
+                self.sc.mesh.send(to, _frame(header, chunks))
+                sent += sum(len(c) for c in chunks)
                 count += end - start
         first = transfer.batches[0] if transfer.batches else None
         end = {
@@ -199,7 +199,7 @@ class StateTransfers:
             raise ProtocolError("STATE frame mixes versions of several views")
         try:
             batch = Batch(
-                vid, payload, array("Q", sizes), array("q", [v & 0xFFFFFFFF for v in versions]), array("q", senders)
+                vid, (payload,), array("Q", sizes), array("q", [v & 0xFFFFFFFF for v in versions]), array("q", senders)
             )
         except (TypeError, OverflowError) as exc:
             raise ProtocolError(f"STATE frame has a bad size, version or sender: {exc}") from None
@@ -262,7 +262,7 @@ class StateTransfers:
             version, snapshot = history.base
             session.conn.write(frames.encode_parts({"t": T.RESTORE, "sg": sg, "sh": sh, "v": version}, [snapshot]))
         for batch in history:
-            for start, end, payload in batch.runs():
+            for start, end, chunks in batch.runs():
                 header = {
                     "t": T.DELIVER,
                     "sg": sg,
@@ -272,4 +272,9 @@ class StateTransfers:
                     "s": batch.senders[start:end].tolist(),
                     "n": batch.sizes[start:end].tolist(),
                 }
-                session.conn.write(frames.encode_parts(header, [payload]))
+                session.conn.write(_frame(header, chunks))
+
+
+def _frame(header: dict[str, Any], chunks: list[bytes | memoryview]) -> list[bytes | memoryview]:
+    """A frame whose payload is `chunks` back to back, written as they are (no joining copy)."""
+    return [frames.encode_header(header, sum(len(c) for c in chunks)), *chunks]
