@@ -80,3 +80,27 @@ def test_etcd_compare_runs_and_cleans_up() -> None:
     assert r["results"][0]["latency"]["ops"] > 0
     leftovers = {d for d in set(os.listdir(tempfile.gettempdir())) - before if d.startswith("derecho-bench-etcd-")}
     assert not leftovers
+
+
+def test_join_measure_smoke() -> None:
+    from join import delivery_dip, measure
+
+    r = measure(256 << 10, 64 << 10, runs=1)
+    assert r["state_ok"]
+    assert r["state_bytes"] == 256 << 10 and r["state_messages"] == 4
+    (run,) = r["per_run"]
+    assert run["state"]["history"]["bytes"] == 256 << 10
+    assert run["state"]["history"]["complete"] is True
+    assert run["state"]["replay_bytes"] == 256 << 10
+    assert run["empty"]["history"]["bytes"] == 0
+    s = r["stats"]
+    assert 0 < s["state_admitted_s"]["median"] <= s["state_ready_s"]["median"]
+    assert s["raw_tcp_s"]["median"] > 0 and s["raw_tcp_fresh_s"]["median"] > 0 and s["sidecar_start_s"]["median"] > 0
+    # The joiner's log lines were found and are in order.
+    steps = run["state"]["steps"]
+    assert steps["joiner_up"] <= steps["welcome"] <= steps["state_in"]
+    # 10 ms ticks: 5 deliveries in the tick at t = 100.0 s, then none for 0.3 s, then one each at
+    # 100.31 s and 100.6 s; the window for gaps ends 0.5 s after the end (100.7 s).
+    dip = delivery_dip({10_000: 5, 10_031: 1, 10_060: 1}, 100.0, 100.2)
+    assert dip["rate_during"] == pytest.approx(25.0)
+    assert dip["longest_gap_s"] == pytest.approx(0.30)

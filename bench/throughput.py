@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="off, or a sampling ratio (0.01, 1) for the apps' send spans; sidecars export OTLP to a local sink",
     )
+    parser.add_argument(
+        "--history-bytes", type=int, help="state.history_bytes of each member (default: the sidecar's, 256 MiB)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     sizes = args.size or [100, 10240, 1 << 20]
@@ -179,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink} if trace != "off" else None
             # A generous suspicion timeout: this measures throughput, and a member stalled by a
             # huge traced batch must not be taken for a failed one (bench/failover.py measures that).
-            settings = {"membership": {"suspicion_timeout": 10.0}}
+            settings: dict[str, dict[str, object]] = {"membership": {"suspicion_timeout": 10.0}}
+            if args.history_bytes is not None:
+                settings["state"] = {"history_bytes": args.history_bytes}
             group = LocalGroup(Path(tmp), args.members, group="bench", log_level="warning", env=env, settings=settings)
             asyncio.run(group.start())
             try:
