@@ -134,6 +134,8 @@ def test_status_describes_a_running_member(derecho_command: list[str], local_gro
     lines = result.stdout.splitlines()
     assert lines[0] == "member 0 of group 'local': ready"
     assert lines[1] == "  view 0: members [0, 1, 2]"
+    assert lines[2] == "  how it came: initial view"
+    assert any(line.startswith("  history 0/0: ") and "(complete)" in line for line in lines)
     assert any(line.startswith("  shard 0/0: ") and "delivered" in line for line in lines)
     assert "  peers: 1: connected, 2: connected" in lines
     assert any(line.startswith("  apps connected: ") and str(member.socket) in line for line in lines)

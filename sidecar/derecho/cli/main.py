@@ -87,9 +87,15 @@ def status(socket_path: Path, as_json: bool) -> None:
     state = "ready" if doc["ready"] else f"not ready (waiting for {doc['waiting_for']})"
     click.echo(f"member {doc['node_id']} of group {doc['group']!r}: {state}")
     click.echo(f"  view {doc['view']['vid']}: members {doc['view']['members']}")
+    history = doc.get("view_history") or []
+    if history:
+        click.echo(f"  how it came: {history[-1]['reason']}")
     for shard, f in doc["shards"].items():
         fields = ", ".join(f"{k} {v}" for k, v in f.items())
         click.echo(f"  shard {shard}: {fields}")
+    for shard, kept in (doc.get("history") or {}).items():
+        whole = "complete" if kept["complete"] else f"from version {kept['first_version']}"
+        click.echo(f"  history {shard}: {kept['messages']} messages, {kept['bytes']} bytes ({whole})")
     peers = ", ".join(f"{k}: {v}" for k, v in doc["peers"].items()) or "none"
     click.echo(f"  peers: {peers}")
     click.echo(f"  apps connected: {doc['clients']}; http: {doc['http']}; socket: {doc['socket']}")
