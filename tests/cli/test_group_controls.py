@@ -184,9 +184,7 @@ async def test_up_on_a_used_directory_forms_a_new_group(derecho_command: list[st
         )
         assert "view 0: members [0, 1, 2]" in lines
         assert not (directory / "member-3").exists()
-        up.process.send_signal(signal.SIGTERM)
-        code, lines = await up.finish()
-        assert code == 0, "\n".join(lines)
+        await up.terminate()
     finally:
         await up.cleanup([])
 
@@ -222,10 +220,7 @@ async def test_up_reports_a_pause_a_view_change_and_a_crash_and_keeps_running(
         await asyncio.sleep(1.0)  # a few more polls: `up` carries on
         assert up.process.returncode is None, "\n".join(up.lines)
 
-        up.process.send_signal(signal.SIGTERM)
-        code, lines = await up.finish()
-        assert code == 0, "\n".join(lines)
-        assert "stopped: member 0 exit 0, member 1 exit 0" in lines
+        await up.terminate("member 0 exit 0, member 1 exit 0")
         assert not any(running(pid) for pid in pids)
     finally:
         await up.cleanup(pids)
@@ -292,11 +287,8 @@ async def test_a_killed_member_restarts_and_a_new_member_joins(derecho_command: 
         await up.expect(r"^member 3 started \(pid \d+\)", since)
         await up.expect_view([0, 1, 2, 3], since)
 
-        up.process.send_signal(signal.SIGTERM)
-        code, lines = await up.finish()
-        assert code == 0, "\n".join(lines)
         # `up` started 0 and 1 (their exit codes are its to see), `restart` and `add` the others.
-        assert "stopped: member 0 exit 0, member 1 exit 0, member 2 stopped, member 3 stopped" in lines
+        await up.terminate("member 0 exit 0, member 1 exit 0, member 2 stopped, member 3 stopped")
         assert not any(running(pid) for pid in pids)
     finally:
         await up.cleanup(pids)
@@ -319,17 +311,11 @@ async def test_up_join_adds_members_to_a_running_group(derecho_command: list[str
         await main.expect_view([0, 1, 2, 3, 4], since)
 
         since = main.mark()
-        joiners.process.send_signal(signal.SIGTERM)
-        code, lines = await joiners.finish()
-        assert code == 0, "\n".join(lines)
-        assert "stopped: member 3 exit 0, member 4 exit 0" in lines
+        await joiners.terminate("member 3 exit 0, member 4 exit 0")
         await main.expect_view([0, 1, 2], since)  # they left; the group goes on
         assert main.process.returncode is None
 
-        main.process.send_signal(signal.SIGTERM)
-        code, lines = await main.finish()
-        assert code == 0, "\n".join(lines)
-        assert "stopped: member 0 exit 0, member 1 exit 0, member 2 exit 0" in lines
+        await main.terminate("member 0 exit 0, member 1 exit 0, member 2 exit 0")
         assert not any(running(pid) for pid in pids)
     finally:
         if joiners is not None:

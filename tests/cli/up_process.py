@@ -131,6 +131,15 @@ class Up:
         self.lines.extend(rest.decode().splitlines())
         return self.process.returncode, self.lines
 
+    async def terminate(self, stopped: str | None = None) -> list[str]:
+        """SIGTERM `derecho up`: it exits 0, printing the `stopped: ...` line if one is given."""
+        self.process.send_signal(signal.SIGTERM)
+        code, lines = await self.finish()
+        assert code == 0, "\n".join(lines)
+        if stopped is not None:
+            assert f"stopped: {stopped}" in lines, "\n".join(lines)
+        return lines
+
     def member_pids(self) -> list[int]:
         pids = []
         for pid_file in self.directory.glob("member-*/sidecar.pid"):

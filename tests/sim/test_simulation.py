@@ -22,7 +22,7 @@ from derecho.core.ordered import OrderedShard
 from derecho.core.raw import RawShard
 from derecho.core.view import DeliveryMode, ShardLayout, View
 from derecho.sim import __main__ as sim_main
-from derecho.sim.__main__ import run_seed, scenario_for
+from derecho.sim.__main__ import replay_command, run_seed, scenario_for
 from derecho.sim.checkers import (
     InvariantViolation,
     check_all,
@@ -48,13 +48,19 @@ SEEDS = 600
 CHUNK = 50
 
 
-@pytest.mark.parametrize("start", range(0, SEEDS, CHUNK), ids=lambda s: f"seeds{s}-{s + CHUNK - 1}")
-def test_seeds_keep_every_invariant(start):
+def run_seeds(start: int, crashes: bool, joins: bool = False, partitions: bool = False) -> None:
+    """Run a chunk of seeds; a failure names the seed and the one-line command that replays it."""
     for seed in range(start, start + CHUNK):
         try:
-            run_seed(seed, crashes=False)
+            run_seed(seed, crashes=crashes, joins=joins, partitions=partitions)
         except (InvariantViolation, RuntimeError) as exc:
-            pytest.fail(f"{exc}\n  replay: python -m derecho.sim --no-crashes --seed {seed}", pytrace=False)
+            replay = replay_command(seed, crashes, joins=joins, partitions=partitions)
+            pytest.fail(f"{exc}\n  replay: {replay}", pytrace=False)
+
+
+@pytest.mark.parametrize("start", range(0, SEEDS, CHUNK), ids=lambda s: f"seeds{s}-{s + CHUNK - 1}")
+def test_seeds_keep_every_invariant(start):
+    run_seeds(start, crashes=False)
 
 
 def test_the_seeds_cover_many_shapes():
@@ -278,11 +284,7 @@ REGRESSION_SEEDS = (752, 3092, 3642)
 @MEMBERSHIP
 @pytest.mark.parametrize("start", range(0, CRASH_SEEDS, CHUNK), ids=lambda s: f"crash-seeds{s}-{s + CHUNK - 1}")
 def test_crash_seeds_keep_every_invariant(start):
-    for seed in range(start, start + CHUNK):
-        try:
-            run_seed(seed, crashes=True)
-        except (InvariantViolation, RuntimeError) as exc:
-            pytest.fail(f"{exc}\n  replay: python -m derecho.sim --crashes --seed {seed}", pytrace=False)
+    run_seeds(start, crashes=True)
 
 
 @MEMBERSHIP
@@ -644,12 +646,7 @@ JOIN_SEEDS = 200
 @pytest.mark.parametrize("crashes", [False, True], ids=["joins", "joins-and-crashes"])
 @pytest.mark.parametrize("start", range(0, JOIN_SEEDS, CHUNK), ids=lambda s: f"seeds{s}-{s + CHUNK - 1}")
 def test_join_seeds_keep_every_invariant(start, crashes):
-    for seed in range(start, start + CHUNK):
-        try:
-            run_seed(seed, crashes=crashes, joins=True)
-        except (InvariantViolation, RuntimeError) as exc:
-            flag = "--crashes" if crashes else "--no-crashes"
-            pytest.fail(f"{exc}\n  replay: python -m derecho.sim {flag} --joins --seed {seed}", pytrace=False)
+    run_seeds(start, crashes=crashes, joins=True)
 
 
 PARTITION_SEEDS = 200
@@ -660,12 +657,7 @@ PARTITION_SEEDS = 200
 @pytest.mark.parametrize("start", range(0, PARTITION_SEEDS, CHUNK), ids=lambda s: f"seeds{s}-{s + CHUNK - 1}")
 def test_partition_seeds_keep_every_invariant(start, crashes):
     """A minority is cut off, the cut heals, the halted minority restarts as joiners."""
-    for seed in range(start, start + CHUNK):
-        try:
-            run_seed(seed, crashes=crashes, partitions=True, joins=crashes)
-        except (InvariantViolation, RuntimeError) as exc:
-            flag = "--crashes --joins" if crashes else "--no-crashes"
-            pytest.fail(f"{exc}\n  replay: python -m derecho.sim {flag} --partitions --seed {seed}", pytrace=False)
+    run_seeds(start, crashes=crashes, joins=crashes, partitions=True)
 
 
 @MEMBERSHIP

@@ -275,16 +275,18 @@ class GroupCore:
         # Except from a member whose row suspects too many to keep a majority: it halted on the
         # minority side of a partition, and its stale row (arriving once the partition heals)
         # must not make the majority suspect itself.
-        heard = [row for r, row in enumerate(rows) if r == self.my_rank or not self._lost_majority(row)]
+        heard: list[int] | None = None  # ranks whose suspicions count; worked out only when needed
         for r in range(n):
             if not own[cols.left + r] and any(row[cols.left + r] for row in rows):
                 sst.set(cols.left + r, 1)
                 sst.set(cols.suspected + r, 1)
-            if not own[cols.suspected + r] and any(row[cols.suspected + r] for row in heard):
+            if own[cols.suspected + r] or not any(row[cols.suspected + r] for row in rows):
+                continue
+            if heard is None:
+                heard = [x for x, row in enumerate(rows) if x != self.my_rank and not self._lost_majority(row)]
+            by = tuple(self.view.members[x] for x in heard if rows[x][cols.suspected + r])
+            if by:
                 sst.set(cols.suspected + r, 1)
-                by = tuple(
-                    self.view.members[x] for x, row in enumerate(rows) if x != self.my_rank and row[cols.suspected + r]
-                )
                 self._suspected_by.setdefault(self.view.members[r], by)
         suspected = [r for r in range(n) if own[cols.suspected + r]]
         if not suspected and not own[cols.wedged]:

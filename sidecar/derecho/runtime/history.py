@@ -21,8 +21,10 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import Any
 
 from ..core.actions import Msg
+from ..wire.frames import encode_header
 
 # What keeping one message costs beside its payload: three array entries.
 PER_MESSAGE = 20
@@ -76,6 +78,18 @@ class Batch:
                 start, offset = pos, ends[pos - 1]
         if start < len(ends):
             yield start, len(ends), self._chunks(view, start, len(ends), offset, ends[-1])
+
+    def frames(self, header: dict[str, Any], seqs: bool = False) -> Iterator[tuple[int, int, list[bytes | memoryview]]]:
+        """Frames of about FRAME_BYTES carrying this batch: `header` plus versions `v`, senders
+        `s`, sizes `n` (and seqs `q` if asked), the kept payloads written as they are (no
+        joining copy). Yields (messages, payload bytes, frame chunks)."""
+        for start, end, chunks in self.runs():
+            part = {**header, "v": self.versions(start, end), "s": self.senders[start:end].tolist()}
+            part["n"] = self.sizes[start:end].tolist()
+            if seqs:
+                part["q"] = self.seqs[start:end].tolist()
+            nbytes = sum(len(c) for c in chunks)
+            yield end - start, nbytes, [encode_header(part, nbytes), *chunks]
 
     def _chunks(
         self, view: memoryview | None, start: int, end: int, offset: int, stop: int

@@ -17,6 +17,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterable
 
+from ..config import parse_address
 from ..wire import frames
 from ..wire.types import PROTOCOL_VERSION, ErrorCode, T
 from .connection import FramedConnection
@@ -146,8 +147,6 @@ class PeerMesh:
 
     def learn(self, node: int, address: object) -> None:
         """A peer's address, from its HELLO or JOIN (ignored if it is not HOST:PORT)."""
-        from ..config import parse_address
-
         if isinstance(address, str):
             try:
                 self.addresses[node] = parse_address(address)

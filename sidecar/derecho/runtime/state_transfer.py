@@ -160,18 +160,10 @@ class StateTransfers:
             )
         sent = count = 0
         for batch in transfer.batches:
-            for start, end, chunks in batch.runs():
-                header = {
-                    "t": T.STATE,
-                    "sg": sg,
-                    "sh": sh,
-                    "v": batch.versions(start, end),
-                    "s": batch.senders[start:end].tolist(),
-                    "n": batch.sizes[start:end].tolist(),
-                }
-                self.sc.mesh.send(to, _frame(header, chunks))
-                sent += sum(len(c) for c in chunks)
-                count += end - start
+            for messages, nbytes, frame in batch.frames({"t": T.STATE, "sg": sg, "sh": sh}):
+                self.sc.mesh.send(to, frame)
+                sent += nbytes
+                count += messages
         first = transfer.batches[0] if transfer.batches else None
         end = {
             "t": T.STATE_END,
@@ -262,19 +254,5 @@ class StateTransfers:
             version, snapshot = history.base
             session.conn.write(frames.encode_parts({"t": T.RESTORE, "sg": sg, "sh": sh, "v": version}, [snapshot]))
         for batch in history:
-            for start, end, chunks in batch.runs():
-                header = {
-                    "t": T.DELIVER,
-                    "sg": sg,
-                    "sh": sh,
-                    "v": batch.versions(start, end),
-                    "q": batch.seqs[start:end].tolist(),
-                    "s": batch.senders[start:end].tolist(),
-                    "n": batch.sizes[start:end].tolist(),
-                }
-                session.conn.write(_frame(header, chunks))
-
-
-def _frame(header: dict[str, Any], chunks: list[bytes | memoryview]) -> list[bytes | memoryview]:
-    """A frame whose payload is `chunks` back to back, written as they are (no joining copy)."""
-    return [frames.encode_header(header, sum(len(c) for c in chunks)), *chunks]
+            for _, _, frame in batch.frames({"t": T.DELIVER, "sg": sg, "sh": sh}, seqs=True):
+                session.conn.write(frame)
